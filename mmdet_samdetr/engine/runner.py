@@ -1,0 +1,61 @@
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""A Runner whose distributed mode also works on CPU-only machines."""
+import copy
+import os
+from typing import Dict, Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.dist import is_distributed
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+from torch import nn
+
+
+@RUNNERS.register_module()
+class CPUDDPRunner(Runner):
+    """mmengine's Runner, plus distributed data parallel on CPU with gloo.
+
+    With CUDA available it is exactly mmengine's Runner (NCCL and
+    ``device_ids=[LOCAL_RANK]`` as configured). Without CUDA, under
+    ``--launcher pytorch``:
+
+    - ``setup_env`` initializes the process group with gloo from the
+      launcher's environment (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)
+      before mmengine's ``init_dist``, which would call
+      ``torch.cuda.set_device`` and fail on CPU-only torch;
+    - ``wrap_model`` builds ``MMDistributedDataParallel`` with
+      ``device_ids=None``, the only value DDP accepts for CPU modules.
+
+    Select it with ``runner_type = 'CPUDDPRunner'`` in the config; mmdet's
+    stock ``tools/train.py``, ``tools/test.py`` and ``dist_train.sh`` then
+    work unchanged.
+    """
+
+    def setup_env(self, env_cfg: Dict) -> None:
+        if (self.distributed and not is_distributed()
+                and not torch.cuda.is_available()
+                and self.launcher == 'pytorch'):
+            dist_cfg = dict(env_cfg.get('dist_cfg', {}))
+            dist_cfg.pop('backend', None)
+            timeout = dist_cfg.pop('timeout', None)
+            if timeout is not None:
+                import datetime
+                dist_cfg['timeout'] = datetime.timedelta(seconds=timeout)
+            torch_dist.init_process_group(
+                backend='gloo',
+                rank=int(os.environ['RANK']),
+                world_size=int(os.environ['WORLD_SIZE']),
+                **dist_cfg)
+        super().setup_env(env_cfg)
+
+    def wrap_model(self, model_wrapper_cfg: Optional[Dict],
+                   model: nn.Module) -> nn.Module:
+        if self.distributed and not torch.cuda.is_available():
+            model_wrapper_cfg = copy.deepcopy(model_wrapper_cfg) or dict(
+                type='MMDistributedDataParallel',
+                broadcast_buffers=False,
+                find_unused_parameters=self.cfg.get(
+                    'find_unused_parameters', False))
+            model_wrapper_cfg['device_ids'] = None
+        return super().wrap_model(model_wrapper_cfg, model)

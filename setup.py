@@ -1,0 +1,4 @@
+# Metadata lives in setup.cfg.
+from setuptools import setup
+
+setup()
