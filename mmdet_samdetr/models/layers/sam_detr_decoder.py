@@ -5,6 +5,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from mmdet.models.layers import DetrTransformerDecoder, coordinate_to_encoding
 from mmdet.registry import MODELS
+from mmengine.model import ModuleList
 from torch import Tensor, nn
 
 from .sam_detr_decoder_layer import SAMDETRTransformerDecoderLayer
@@ -54,7 +55,7 @@ class SAMDETRTransformerDecoder(DetrTransformerDecoder):
         super().__init__(*args, post_norm_cfg=post_norm_cfg, **kwargs)
 
     def _init_layers(self) -> None:
-        self.layers = nn.ModuleList(
+        self.layers = ModuleList(
             SAMDETRTransformerDecoderLayer(**self.layer_cfg)
             for _ in range(self.num_layers))
         self.embed_dims = self.layers[0].embed_dims

@@ -1,0 +1,110 @@
+# SAM-DETR on the embedded toy-shapes dataset: trains on 2 CPU cores in
+# about 15 minutes (`make demo`). Same code path as the COCO models, scaled
+# down: ResNet-18 (3 stages, stride 16) from scratch, 128-d transformer,
+# 2 encoder / 3 decoder layers, 30 queries, no dropout (as SAM-DETR++).
+_base_ = '../sam_detr/sam-detr_r50_4xb4-50e_coco.py'
+
+data_root = 'data/toy_shapes/'
+classes = ('rectangle', 'ellipse', 'triangle', 'ring', 'cross')
+embed_dims = 128
+
+model = dict(
+    num_queries=30,
+    data_preprocessor=dict(pad_size_divisor=1),
+    backbone=dict(
+        depth=18,
+        num_stages=3,
+        strides=(1, 2, 2),
+        dilations=(1, 1, 1),
+        out_indices=(2, ),
+        frozen_stages=-1,
+        norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=False,
+        init_cfg=None),
+    neck=dict(
+        in_channels=[256],
+        out_channels=embed_dims,
+        norm_cfg=dict(_delete_=True, type='GN', num_groups=32)),
+    positional_encoding=dict(num_feats=embed_dims // 2),
+    encoder=dict(
+        num_layers=2,
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=embed_dims, dropout=0.0),
+            ffn_cfg=dict(
+                embed_dims=embed_dims, feedforward_channels=512,
+                ffn_drop=0.0))),
+    decoder=dict(
+        num_layers=3,
+        layer_cfg=dict(
+            self_attn_cfg=dict(
+                embed_dims=embed_dims, attn_drop=0.0, proj_drop=0.0),
+            cross_attn_cfg=dict(embed_dims=embed_dims, attn_drop=0.0),
+            aligner_cfg=dict(reduced_dims=32, mlp_dims=(256, 256, 256)),
+            ffn_cfg=dict(
+                embed_dims=embed_dims, feedforward_channels=512,
+                ffn_drop=0.0),
+            dropout=0.0)),
+    bbox_head=dict(num_classes=len(classes), embed_dims=embed_dims),
+    test_cfg=dict(max_per_img=30))
+
+backend_args = None
+train_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackDetInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile', backend_args=backend_args),
+    dict(type='Resize', scale=(128, 128), keep_ratio=True),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(
+        type='PackDetInputs',
+        meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                   'scale_factor'))
+]
+train_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(
+        _delete_=True,
+        type='CocoDataset',
+        data_root=data_root,
+        metainfo=dict(classes=classes),
+        ann_file='annotations/train.json',
+        data_prefix=dict(img='train/'),
+        filter_cfg=dict(filter_empty_gt=False),
+        pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=8,
+    num_workers=1,
+    persistent_workers=True,
+    dataset=dict(
+        _delete_=True,
+        type='CocoDataset',
+        data_root=data_root,
+        metainfo=dict(classes=classes),
+        ann_file='annotations/val.json',
+        data_prefix=dict(img='val/'),
+        test_mode=True,
+        pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/val.json')
+test_evaluator = val_evaluator
+
+max_epochs = 24
+train_cfg = dict(max_epochs=max_epochs, val_interval=4)
+param_scheduler = [
+    dict(type='MultiStepLR', end=max_epochs, milestones=[20], by_epoch=True)
+]
+# From scratch: the backbone trains at the full learning rate.
+optim_wrapper = dict(
+    optimizer=dict(lr=2e-4),
+    clip_grad=dict(max_norm=1.0),
+    paramwise_cfg=dict(custom_keys=dict(backbone=dict(lr_mult=1.0))))
+default_hooks = dict(
+    logger=dict(interval=20),
+    checkpoint=dict(interval=4, max_keep_ckpts=2))
+auto_scale_lr = dict(enable=False, base_batch_size=8)

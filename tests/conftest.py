@@ -1,0 +1,62 @@
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.utils import register_all_modules
+from mmengine.config import Config
+
+import mmdet_samdetr  # noqa: F401  (registers the modules)
+
+register_all_modules()
+torch.set_num_threads(2)
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SPECS = osp.join(osp.dirname(REPO), 'shared', 'specs')
+
+
+def config_path(name: str) -> str:
+    """Path of a config under ``configs/``."""
+    return osp.join(REPO, 'configs', name)
+
+
+def load_model_cfg(name: str = 'sam_detr/sam-detr_r50_4xb4-50e_coco.py'):
+    """Model config of one of our configs, with no pretrained download."""
+    cfg = Config.fromfile(config_path(name))
+    cfg.model.backbone.init_cfg = None
+    return cfg.model
+
+
+def tiny_model_cfg(with_smca: bool = False,
+                   num_classes: int = 4,
+                   num_queries: int = 10,
+                   embed_dims: int = 32,
+                   num_dec_layers: int = 2):
+    """The real model path at tiny width: ResNet-18 stage 1-3, 1 encoder and
+    2 decoder layers, 8 heads, 32-d."""
+    cfg = load_model_cfg()
+    cfg.num_queries = num_queries
+    cfg.backbone.update(
+        depth=18, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1),
+        out_indices=(2, ), frozen_stages=-1)
+    cfg.neck.update(in_channels=[256], out_channels=embed_dims)
+    cfg.positional_encoding.num_feats = embed_dims // 2
+    cfg.encoder.num_layers = 1
+    cfg.encoder.layer_cfg.self_attn_cfg.embed_dims = embed_dims
+    cfg.encoder.layer_cfg.ffn_cfg.update(
+        embed_dims=embed_dims, feedforward_channels=64)
+    cfg.decoder.num_layers = num_dec_layers
+    layer = cfg.decoder.layer_cfg
+    layer.self_attn_cfg.embed_dims = embed_dims
+    layer.cross_attn_cfg.embed_dims = embed_dims
+    layer.aligner_cfg.update(reduced_dims=8, mlp_dims=(32, 32, 32))
+    layer.ffn_cfg.update(embed_dims=embed_dims, feedforward_channels=64)
+    layer.with_smca = with_smca
+    cfg.bbox_head.update(num_classes=num_classes, embed_dims=embed_dims)
+    cfg.test_cfg.max_per_img = num_queries
+    return cfg
+
+
+@pytest.fixture
+def seed():
+    torch.manual_seed(0)

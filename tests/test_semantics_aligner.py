@@ -1,0 +1,141 @@
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""Behaviour of the Semantics Aligner and the SMCA bias."""
+import torch
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
+from torch import nn
+
+from mmdet_samdetr.models.layers import (SalientPointCrossAttention,
+                                         SemanticsAligner, smca_gaussian_bias)
+
+
+def _aligner(with_smca=False, dims=32, num_points=8):
+    torch.manual_seed(0)
+    aligner = SemanticsAligner(
+        embed_dims=dims,
+        num_points=num_points,
+        reduced_dims=8,
+        mlp_dims=(32, 32, 32),
+        with_smca=with_smca)
+    aligner.init_weights()
+    return aligner
+
+
+def _inputs(bs=2, nq=20, dims=32, height=9, width=13):
+    torch.manual_seed(1)
+    query = torch.randn(bs, nq, dims)
+    memory = torch.randn(bs, dims, height, width)
+    boxes = torch.cat([torch.rand(bs, nq, 2), torch.rand(bs, nq, 2) * 0.9 +
+                       0.05], -1)
+    valid = torch.tensor([[width, height], [width - 4, height - 2]]).float()
+    return query, memory, boxes, valid
+
+
+def test_points_lie_inside_their_boxes():
+    aligner = _aligner()
+    # Large last-layer weights push tanh towards +-1: the worst case.
+    nn.init.normal_(aligner.point2[-1].weight, std=10.)
+    query, memory, boxes, valid = _inputs()
+    points = aligner(query, memory, boxes, valid)['points']
+    xyxy = bbox_cxcywh_to_xyxy(boxes)[:, :, None]
+    assert points.shape == (2, 20, 8, 2)
+    assert (points >= xyxy[..., :2] - 1e-6).all()
+    assert (points <= xyxy[..., 2:] + 1e-6).all()
+    # ... and they spread: not all at the centre.
+    assert (points - boxes[:, :, None, :2]).abs().max() > 0.1
+
+
+def test_zero_offsets_give_box_centre_and_centre_feature():
+    aligner = _aligner()
+    nn.init.zeros_(aligner.point2[-1].weight)
+    nn.init.zeros_(aligner.point2[-1].bias)
+    query, memory, boxes, valid = _inputs()
+    out = aligner(query, memory, boxes, valid)
+    torch.testing.assert_close(out['points'],
+                               boxes[:, :, None, :2].expand(-1, -1, 8, -1))
+    # offset 0 samples the middle of the 7x7 RoI grid, i.e. cell (3, 3).
+    from mmdet_samdetr.models.layers import batched_roi_align
+    pix = bbox_cxcywh_to_xyxy(boxes) * valid.repeat(1, 2)[:, None]
+    roi = batched_roi_align(memory, pix).view(2, 20, 32, 7, 7)
+    gate = aligner.attn1(query).sigmoid().view(2, 20, 8, 32)
+    expected = roi[..., 3, 3][:, :, None] * gate
+    torch.testing.assert_close(out['content'], expected)
+
+
+def test_default_init_is_the_official_effective_one():
+    """point2's last weight is not zero (xavier wins, spec trap 1) once the
+    detector initializes, but its bias is."""
+    aligner = _aligner()
+    assert aligner.point2[-1].bias.abs().max() == 0
+
+
+def test_gradients_follow_the_official_paths():
+    """The points learn only through grid_sample (the sine embedding is
+    no_grad): content and SMCA scales give point2 a gradient, the position
+    embedding does not; no gradient reaches the boxes through RoIAlign."""
+    aligner = _aligner()
+    query, memory, boxes, valid = _inputs()
+    boxes.requires_grad_(True)
+    out = aligner(query, memory, boxes, valid)
+    (g_point, g_box) = torch.autograd.grad(
+        out['position'].sum(), [aligner.point2[-1].weight, boxes],
+        allow_unused=True)
+    assert g_point is None or g_point.abs().max() == 0
+    assert g_box is None or g_box.abs().max() == 0
+    out = aligner(query, memory, boxes, valid)
+    (g_point, g_box) = torch.autograd.grad(
+        out['content'].sum(), [aligner.point2[-1].weight, boxes],
+        allow_unused=True)
+    assert g_point.abs().max() > 0
+    assert g_box is None or g_box.abs().max() == 0
+    # The points themselves do carry the box gradient (used by SMCA).
+    out = aligner(query, memory, boxes, valid)
+    (g_box, ) = torch.autograd.grad(out['points'].sum(), [boxes])
+    assert g_box.abs().max() > 0
+
+
+def test_smca_bias_peaks_at_the_salient_point():
+    torch.manual_seed(0)
+    height, width = 10, 14
+    valid = torch.tensor([[14., 10.], [9., 6.]])
+    points = torch.rand(2, 5, 8, 2) * 0.9 + 0.05
+    scales = torch.randn(2, 5, 8, 2) + 2
+    bias = smca_gaussian_bias(points, scales, valid, (height, width))
+    assert bias.shape == (2, 8, 5, height * width)
+    assert (bias <= 0).all()
+    # The maximum is at the cell containing the point (in valid pixels).
+    cell = (points * valid[:, None, None]).floor().long().transpose(1, 2)
+    argmax = bias.argmax(-1)
+    assert torch.equal(argmax // width, cell[..., 1])
+    assert torch.equal(argmax % width, cell[..., 0])
+    # Exact value against the spec formula at one cell.
+    b, h, q, y, x = 1, 3, 2, 4, 7
+    g = points[b, q, h] * valid[b]
+    s = scales[b, q, h]
+    ref = -(s[0]**2 * (g[0] - x - 0.5)**2 + s[1]**2 *
+            (g[1] - y - 0.5)**2) / 8
+    torch.testing.assert_close(bias[b, h, q, y * width + x], ref)
+
+
+def test_cross_attention_shares_one_key_for_all_heads():
+    """Equal to the official MHA(8*d, 8 heads, vdim=d) fed with the key
+    repeated per head."""
+    torch.manual_seed(0)
+    dims, heads, bs, nq, keys = 16, 4, 2, 5, 7
+    attn = SalientPointCrossAttention(dims, heads, attn_drop=0.)
+    content = torch.randn(bs, nq, heads, dims)
+    position = torch.randn(bs, nq, heads, dims)
+    memory, pos = torch.randn(bs, keys, dims), torch.randn(bs, keys, dims)
+    mask = torch.zeros(bs, keys, dtype=torch.bool)
+    mask[1, -2:] = True
+    ours = attn(content, position, memory, pos, mask)
+    q = attn.qcontent_proj(content) + attn.qpos_sine_proj(position)
+    k = attn.kcontent_proj(memory) + attn.kpos_sine_proj(pos)
+    v = attn.v_proj(memory).view(bs, keys, heads, dims // heads)
+    outs = []
+    for h in range(heads):  # naive per-head reference
+        logits = torch.einsum('bqc,bkc->bqk', q[:, :, h], k) / dims**0.5
+        logits = logits.masked_fill(mask[:, None], float('-inf'))
+        outs.append(torch.einsum('bqk,bkc->bqc', logits.softmax(-1),
+                                 v[:, :, h]))
+    ref = attn.out_proj(torch.cat(outs, -1))
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)

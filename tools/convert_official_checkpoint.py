@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""Convert an official SAM-DETR checkpoint for our configs.
+
+    python tools/convert_official_checkpoint.py official.pth ours.pth
+
+Detects GroupNorm (12-epoch runs) and SMCA from the keys and prints the
+matching config. Official checkpoints are pickles: convert only files from a
+trusted source.
+"""
+import argparse
+import os.path as osp
+import sys
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint  # noqa
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument('src', help='official .pth (with the key "model")')
+    parser.add_argument('dst', help='output .pth for our configs')
+    parser.add_argument(
+        '--num-classes',
+        type=int,
+        default=80,
+        choices=(80, 91),
+        help='80: mmdet COCO classes (default); 91: raw official logits')
+    args = parser.parse_args(argv)
+    if not osp.isfile(args.src):
+        parser.error(f'{args.src} does not exist')
+    checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
+    try:
+        converted = convert_checkpoint(checkpoint, args.num_classes)
+    except UnknownLayoutError as e:
+        print(f'error: {args.src}: {e}', file=sys.stderr)
+        return 1
+    torch.save(converted, args.dst)
+    meta = converted['meta']
+    print(f'wrote {args.dst}: {len(converted["state_dict"])} tensors, '
+          f'GroupNorm={meta["with_gn"]}, SMCA={meta["with_smca"]}, '
+          f'{meta["num_classes"]} classes\nuse with configs/sam_detr/'
+          f'{meta["config"]}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
