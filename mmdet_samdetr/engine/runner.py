@@ -25,7 +25,11 @@ class CPUDDPRunner(Runner):
       before mmengine's ``init_dist``, which would call
       ``torch.cuda.set_device`` and fail on CPU-only torch;
     - ``wrap_model`` builds ``MMDistributedDataParallel`` with
-      ``device_ids=None``, the only value DDP accepts for CPU modules.
+      ``device_ids=None``, the only value DDP accepts for CPU modules;
+    - ``train``/``val``/``test`` end with a barrier and destroy the gloo
+      group it created; left to interpreter exit, gloo's threads abort one
+      rank about one run in three ("terminate called without an active
+      exception").
 
     Select it with ``runner_type = 'CPUDDPRunner'`` in the config; mmdet's
     stock ``tools/train.py``, ``tools/test.py`` and ``dist_train.sh`` then
@@ -47,7 +51,33 @@ class CPUDDPRunner(Runner):
                 rank=int(os.environ['RANK']),
                 world_size=int(os.environ['WORLD_SIZE']),
                 **dist_cfg)
+            self._owns_gloo_group = True
         super().setup_env(env_cfg)
+
+    def _release_gloo_group(self, finished: bool) -> None:
+        if getattr(self, '_owns_gloo_group', False) and is_distributed():
+            if finished:
+                torch_dist.barrier()
+            torch_dist.destroy_process_group()
+            self._owns_gloo_group = False
+
+    def _run_and_release(self, loop):
+        try:
+            result = loop()
+        except BaseException:
+            self._release_gloo_group(finished=False)
+            raise
+        self._release_gloo_group(finished=True)
+        return result
+
+    def train(self) -> nn.Module:
+        return self._run_and_release(super().train)
+
+    def val(self) -> dict:
+        return self._run_and_release(super().val)
+
+    def test(self) -> dict:
+        return self._run_and_release(super().test)
 
     def wrap_model(self, model_wrapper_cfg: Optional[Dict],
                    model: nn.Module) -> nn.Module:

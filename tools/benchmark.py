@@ -1,0 +1,157 @@
+#!/usr/bin/env python
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""Training-step and inference time of SAM-DETR vs mmdet's DETRs.
+
+Same ResNet-50 backbone, DETR encoder, input size and batch for all three;
+each model keeps its own decoder and query count (DETR 100, the others 300).
+A training step is forward + backward + AdamW step with gradient clipping.
+Prints medians and ratios against ConditionalDETR and DETR.
+
+    python tools/benchmark.py                      # CPU, 512x640, batch 2
+    python tools/benchmark.py --device cuda --size 800 1333
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+MODELS_UNDER_TEST = {
+    'SAM-DETR': 'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
+    'SAM-DETR+SMCA': 'configs/sam_detr/sam-detr-smca_r50_4xb4-50e_coco.py',
+    'ConditionalDETR':
+    'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+    'DETR': 'mmdet::detr/detr_r50_8xb2-150e_coco.py',
+}
+
+
+def _config(path):
+    import mmdet
+    from mmengine.config import Config
+    if path.startswith('mmdet::'):
+        path = osp.join(
+            osp.dirname(mmdet.__file__), '.mim', 'configs',
+            path[len('mmdet::'):])
+    else:
+        path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
+                        path)
+    return Config.fromfile(path)
+
+
+def _inputs(batch, height, width, device):
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, height, width, generator=gen) * 255
+    samples = []
+    for _ in range(batch):
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(height, width), ori_shape=(height, width),
+                pad_shape=(height, width),
+                batch_input_shape=(height, width), scale_factor=(1., 1.)))
+        xy = torch.rand(6, 2, generator=gen) * torch.tensor(
+            [width * 0.6, height * 0.6])
+        wh = torch.rand(6, 2, generator=gen) * torch.tensor(
+            [width * 0.35, height * 0.35]) + 8
+        sample.gt_instances = InstanceData(
+            bboxes=torch.cat([xy, xy + wh], 1),
+            labels=torch.randint(0, 80, (6, ), generator=gen))
+        samples.append(sample)
+    return images.to(device), [s.to(device) for s in samples]
+
+
+def _sync(device):
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def measure(name, path, args):
+    from mmdet.registry import MODELS
+    cfg = _config(path)
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model).to(args.device)
+    model.init_weights()
+    images, samples = _inputs(args.batch, *args.size, args.device)
+    data = model.data_preprocessor(
+        dict(inputs=list(images), data_samples=samples), True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
+                                  weight_decay=1e-4)
+
+    def train_step():
+        losses = model(**data, mode='loss')
+        loss = sum(v for k, v in losses.items() if 'loss' in k)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+        optimizer.step()
+
+    def infer():
+        with torch.no_grad():
+            model(**data, mode='predict')
+
+    times = {}
+    for label, fn, train in (('train', train_step, True), ('infer', infer,
+                                                           False)):
+        model.train(train)
+        for _ in range(args.warmup):
+            fn()
+        runs = []
+        for _ in range(args.repeat):
+            _sync(args.device)
+            start = time.perf_counter()
+            fn()
+            _sync(args.device)
+            runs.append(time.perf_counter() - start)
+        times[label] = statistics.median(runs)
+    print(f'{name:16s} train step {times["train"] * 1e3:8.1f} ms   '
+          f'inference {times["infer"] * 1e3:8.1f} ms', flush=True)
+    return times
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--size', type=int, nargs=2, default=(512, 640),
+                        metavar=('H', 'W'))
+    parser.add_argument('--batch', type=int, default=2)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--repeat', type=int, default=5)
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads (default: torch default)')
+    parser.add_argument('--models', nargs='+', default=list(MODELS_UNDER_TEST),
+                        choices=list(MODELS_UNDER_TEST))
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    import mmdet_samdetr  # noqa: F401
+    from mmengine.logging import MMLogger
+    MMLogger.get_current_instance().setLevel('WARNING')
+    print(f'device {args.device}, input {args.size[0]}x{args.size[1]}, '
+          f'batch {args.batch}, torch threads {torch.get_num_threads()}, '
+          f'median of {args.repeat} after {args.warmup} warm-up runs')
+    results = {
+        name: measure(name, MODELS_UNDER_TEST[name], args)
+        for name in args.models
+    }
+    print('\nratios (row / column):')
+    bases = [b for b in ('ConditionalDETR', 'DETR') if b in results]
+    print(f'{"":16s} ' + ' '.join(f'{"train/" + b:>22s} {"infer/" + b:>22s}'
+                                  for b in bases))
+    for name, times in results.items():
+        if name in bases:
+            continue
+        print(f'{name:16s} ' + ' '.join(
+            f'{times["train"] / results[b]["train"]:22.2f} '
+            f'{times["infer"] / results[b]["infer"]:22.2f}' for b in bases))
+
+
+if __name__ == '__main__':
+    main()
