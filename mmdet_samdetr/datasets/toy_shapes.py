@@ -100,9 +100,9 @@ def make_image(rng: np.random.Generator, size: int,
 
 
 def generate_toy_dataset(out_dir: str,
-                         num_train: int = 800,
+                         num_train: int = 2000,
                          num_val: int = 100,
-                         img_size: int = 128,
+                         img_size: int = 96,
                          max_objects: int = 4,
                          seed: int = 0) -> Dict[str, str]:
     """Write ``{train,val}/*.png`` and ``annotations/{train,val}.json``.

@@ -1,11 +1,14 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """SAM-DETR: Accelerating DETR Convergence via Semantic-Aligned Matching."""
+import logging
 from typing import Dict, Tuple
 
+import torch
 from mmdet.models.detectors import DETR
 from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from mmdet.registry import MODELS
-from mmdet.structures import OptSampleList
+from mmdet.structures import OptSampleList, SampleList
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from ..layers import SAMDETRTransformerDecoder
@@ -56,6 +59,52 @@ class SAMDETR(DETR):
             for m in self.neck.modules():
                 if isinstance(m, nn.Conv2d):
                     m.reset_parameters()
+
+    def loss(self, batch_inputs: Tensor,
+             batch_data_samples: SampleList) -> Dict[str, Tensor]:
+        """DETR's loss, after :meth:`sanitize_gt` on every sample."""
+        for sample in batch_data_samples:
+            self.sanitize_gt(sample)
+        return super().loss(batch_inputs, batch_data_samples)
+
+    @staticmethod
+    def sanitize_gt(sample) -> None:
+        """Clip ground-truth boxes to the image and drop empty ones.
+
+        Boxes that leave the image are clipped; boxes with no area inside it
+        (degenerate, or outside) are dropped with a warning naming the image;
+        non-finite coordinates raise ``ValueError`` naming the image.
+        """
+        gt = sample.gt_instances
+        boxes = gt.bboxes
+        boxes = boxes.tensor if hasattr(boxes, 'tensor') else boxes
+        if boxes.numel() == 0:
+            return
+        name = sample.metainfo.get('img_path',
+                                   sample.metainfo.get('img_id', '?'))
+        if not torch.isfinite(boxes).all():
+            bad = (~torch.isfinite(boxes)).any(1).nonzero()[:, 0].tolist()
+            raise ValueError(f'image {name}: ground-truth boxes {bad} have '
+                             f'non-finite coordinates: {boxes[bad].tolist()}')
+        height, width = sample.metainfo['img_shape'][:2]
+        limit = boxes.new_tensor([width, height, width, height])
+        clipped = torch.minimum(boxes.clamp(min=0), limit)
+        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] >
+                                                   clipped[:, 1])
+        if not keep.all():
+            dropped = (~keep).nonzero()[:, 0].tolist()
+            print_log(
+                f'image {name}: dropped ground-truth boxes {dropped} with '
+                f'no area inside the {width}x{height} image: '
+                f'{boxes[~keep].tolist()}',
+                logger='current',
+                level=logging.WARNING)
+        if hasattr(gt.bboxes, 'tensor'):
+            gt.bboxes.tensor = clipped
+        else:
+            gt.bboxes = clipped
+        if not keep.all():
+            sample.gt_instances = gt[keep]
 
     def pre_transformer(
             self,
