@@ -22,7 +22,8 @@ _base_ = '{base}'
 data_root = '{data}/'
 model = dict(
     num_queries=10,
-    backbone=dict(base_channels=16, num_stages=2, strides=(1, 2),
+    backbone=dict(init_cfg=None, base_channels=16, num_stages=2,
+                  strides=(1, 2),
                   dilations=(1, 1), out_indices=(1, )),
     neck=dict(in_channels=[32], out_channels=32,
               norm_cfg=dict(num_groups=8)),

@@ -139,3 +139,25 @@ def test_cross_attention_shares_one_key_for_all_heads():
                                  v[:, :, h]))
     ref = attn.out_proj(torch.cat(outs, -1))
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_folded_point_conv_equals_conv_on_roi_features():
+    """The 1x1 conv run on the map before RoIAlign gives the official
+    conv-after-RoIAlign result (values and gradients)."""
+    from mmdet_samdetr.models.layers import batched_roi_align
+    aligner = _aligner().double()
+    query, memory, boxes, valid = [t.double() for t in _inputs()]
+    memory.requires_grad_(True)
+    out = aligner(query, memory, boxes, valid)['content']
+    pix = bbox_cxcywh_to_xyxy(boxes) * valid.repeat(1, 2)[:, None]
+    roi = batched_roi_align(memory, pix)
+    ref = aligner.point2(aligner.point1(roi).flatten(1))
+    offsets = ref[:, :16].tanh().view(-1, 1, 8, 2)
+    ref = torch.nn.functional.grid_sample(roi, offsets, align_corners=False)
+    ref = ref.view(2, 20, 32, 8).transpose(2, 3) * aligner.attn1(
+        query).sigmoid().view(2, 20, 8, 32)
+    torch.testing.assert_close(out, ref)
+    g_out, = torch.autograd.grad(out.sum(), aligner.point1[0].weight,
+                                 retain_graph=True)
+    g_ref, = torch.autograd.grad(ref.sum(), aligner.point1[0].weight)
+    torch.testing.assert_close(g_out, g_ref)

@@ -102,11 +102,20 @@ class SemanticsAligner(BaseModule):
         num_points = self.num_points
         boxes = bbox_cxcywh_to_xyxy(ref_boxes) * valid_sizes.repeat(1, 2)[:,
                                                                            None]
-        roi_feats = batched_roi_align(
-            memory_2d,
+        # point1's 1x1 conv commutes with RoIAlign (both linear; the bias is
+        # added after pooling), so it runs once on the map instead of on
+        # bs*nq*49 RoI cells, and one RoIAlign pools both: exact, and the
+        # conv's cost drops from bs*nq*49 to H*W positions.
+        conv = self.point1[0]
+        reduced = F.conv2d(memory_2d, conv.weight)
+        pooled = batched_roi_align(
+            torch.cat([memory_2d, reduced], dim=1),
             boxes, (self.roi_size, self.roi_size),
-            impl=self.roi_align_impl)  # (bs * nq, d, 7, 7)
-        out = self.point2(self.point1(roi_feats).flatten(1))
+            impl=self.roi_align_impl)  # (bs * nq, d + reduced, 7, 7)
+        roi_feats = pooled[:, :dims]
+        reduced = self.point1[1](pooled[:, dims:] +
+                                 conv.bias.view(1, -1, 1, 1))
+        out = self.point2(reduced.flatten(1))
         offsets = out[:, :2 * num_points].tanh().view(bs * num_queries, 1,
                                                       num_points, 2)
         # align_corners=False maps +-1 to the outer edges of the 7x7 grid,
