@@ -23,6 +23,9 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 MODELS_UNDER_TEST = {
     'SAM-DETR': 'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
     'SAM-DETR+SMCA': 'configs/sam_detr/sam-detr-smca_r50_4xb4-50e_coco.py',
+    # the same model with mmcv's RoIAlign op on CPU, for comparison
+    'SAM-DETR/mmcv-RoIAlign':
+    'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
     'ConditionalDETR':
     'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
     'DETR': 'mmdet::detr/detr_r50_8xb2-150e_coco.py',
@@ -74,6 +77,8 @@ def measure(name, path, args):
     from mmdet.registry import MODELS
     cfg = _config(path)
     cfg.model.backbone.init_cfg = None
+    if name.endswith('mmcv-RoIAlign'):
+        cfg.model.decoder.layer_cfg.aligner_cfg.roi_align_impl = 'mmcv'
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(args.device)
     model.init_weights()
@@ -109,7 +114,7 @@ def measure(name, path, args):
             _sync(args.device)
             runs.append(time.perf_counter() - start)
         times[label] = statistics.median(runs)
-    print(f'{name:16s} train step {times["train"] * 1e3:8.1f} ms   '
+    print(f'{name:24s} train step {times["train"] * 1e3:8.1f} ms   '
           f'inference {times["infer"] * 1e3:8.1f} ms', flush=True)
     return times
 
@@ -124,7 +129,9 @@ def main(argv=None):
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch default)')
-    parser.add_argument('--models', nargs='+', default=list(MODELS_UNDER_TEST),
+    parser.add_argument('--models', nargs='+',
+                        default=['SAM-DETR', 'SAM-DETR+SMCA',
+                                 'ConditionalDETR', 'DETR'],
                         choices=list(MODELS_UNDER_TEST))
     args = parser.parse_args(argv)
     if args.threads:
@@ -143,12 +150,12 @@ def main(argv=None):
     }
     print('\nratios (row / column):')
     bases = [b for b in ('ConditionalDETR', 'DETR') if b in results]
-    print(f'{"":16s} ' + ' '.join(f'{"train/" + b:>22s} {"infer/" + b:>22s}'
+    print(f'{"":24s} ' + ' '.join(f'{"train/" + b:>22s} {"infer/" + b:>22s}'
                                   for b in bases))
     for name, times in results.items():
         if name in bases:
             continue
-        print(f'{name:16s} ' + ' '.join(
+        print(f'{name:24s} ' + ' '.join(
             f'{times["train"] / results[b]["train"]:22.2f} '
             f'{times["infer"] / results[b]["infer"]:22.2f}' for b in bases))
 
