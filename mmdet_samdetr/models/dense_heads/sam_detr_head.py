@@ -142,4 +142,3 @@ class SAMDETRHead(DABDETRHead):
         _, index = cls_score.softmax(-1)[..., :-1].max(-1)[0].topk(
             max_per_img)
         return index
-

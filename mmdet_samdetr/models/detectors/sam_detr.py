@@ -89,8 +89,8 @@ class SAMDETR(DETR):
         height, width = sample.metainfo['img_shape'][:2]
         limit = boxes.new_tensor([width, height, width, height])
         clipped = torch.minimum(boxes.clamp(min=0), limit)
-        keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] >
-                                                   clipped[:, 1])
+        keep = ((clipped[:, 2] > clipped[:, 0]) &
+                (clipped[:, 3] > clipped[:, 1]))
         if not keep.all():
             dropped = (~keep).nonzero()[:, 0].tolist()
             print_log(
@@ -158,4 +158,3 @@ class SAMDETR(DETR):
             hidden_states=hidden_states,
             references=references,
             salient_points=salient_points)
-

@@ -58,12 +58,10 @@ def _axis_weights(start: Tensor, end: Tensor, size: int, out_size: int,
 
     bins = torch.arange(out_size, dtype=start.dtype, device=start.device)
     samples = torch.arange(num_grid, dtype=start.dtype, device=start.device)
-    # (K, out_size, num_grid)
-    pos = (roi_start[:, None, None] + bins[None, :, None] * bin_len[:, None,
-                                                                    None] +
-           (samples[None, None, :] + 0.5) * (bin_len / grid.clamp(min=1))[:,
-                                                                        None,
-                                                                        None])
+    # sample positions, (K, out_size, num_grid)
+    step = (bin_len / grid.clamp(min=1))[:, None, None]
+    pos = (roi_start[:, None, None] + bins[None, :, None] *
+           bin_len[:, None, None] + (samples[None, None, :] + 0.5) * step)
     valid = (samples[None, None, :] < grid[:, None, None]) & (pos >= -1.0) & (
         pos <= size)
     pos = pos.clamp(min=0)

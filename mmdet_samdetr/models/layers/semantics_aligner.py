@@ -100,8 +100,8 @@ class SemanticsAligner(BaseModule):
         """
         bs, num_queries, dims = query.shape
         num_points = self.num_points
-        boxes = bbox_cxcywh_to_xyxy(ref_boxes) * valid_sizes.repeat(1, 2)[:,
-                                                                           None]
+        scale = valid_sizes.repeat(1, 2)[:, None]  # (bs, 1, 4)
+        boxes = bbox_cxcywh_to_xyxy(ref_boxes) * scale
         # point1's 1x1 conv commutes with RoIAlign (both linear; the bias is
         # added after pooling), so it runs once on the map instead of on
         # bs*nq*49 RoI cells, and one RoIAlign pools both: exact, and the
