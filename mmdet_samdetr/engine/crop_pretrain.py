@@ -4,7 +4,7 @@
 DETR-style detectors are trained from an ImageNet-pretrained backbone; from
 scratch, their set-prediction loss gives the backbone too weak a signal to
 learn in minutes (on the toy data, SAM-DETR and mmdet's DAB-DETR alike sit at
-the same class loss for 800 iterations). With no download allowed, the demo
+the same class loss for 550-600 iterations). With no download allowed, the demo
 pretrains its backbone the ImageNet way, but on object crops of its own
 training split: a couple of minutes of classification, saved as a local
 checkpoint that the detection config loads with ``init_cfg=Pretrained``.
