@@ -101,6 +101,13 @@ def separable_roi_align(feat: Tensor,
         Tensor: Pooled features, shape (B, N, C, out_h, out_w).
     """
     bs, channels, height, width = feat.shape
+    if width > height:
+        # The first product keeps one spatial axis (N*out*C*kept values);
+        # keep the shorter one by working on the transposed map.
+        out = separable_roi_align(
+            feat.transpose(2, 3), boxes[..., [1, 0, 3, 2]],
+            tuple(output_size)[::-1], spatial_scale, sampling_ratio, aligned)
+        return out.transpose(3, 4)
     num_boxes = boxes.size(1)
     out_h, out_w = output_size
     with torch.no_grad():
