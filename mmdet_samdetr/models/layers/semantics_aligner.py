@@ -112,9 +112,9 @@ class SemanticsAligner(BaseModule):
             torch.cat([memory_2d, reduced], dim=1),
             boxes, (self.roi_size, self.roi_size),
             impl=self.roi_align_impl)  # (bs * nq, d + reduced, 7, 7)
-        roi_feats = pooled[:, :dims]
-        reduced = self.point1[1](pooled[:, dims:] +
-                                 conv.bias.view(1, -1, 1, 1))
+        # split (not two slices): its backward is one concatenation
+        roi_feats, reduced = pooled.split([dims, reduced.size(1)], dim=1)
+        reduced = self.point1[1](reduced + conv.bias.view(1, -1, 1, 1))
         out = self.point2(reduced.flatten(1))
         offsets = out[:, :2 * num_points].tanh().view(bs * num_queries, 1,
                                                       num_points, 2)
