@@ -20,6 +20,7 @@ import time
 import cv2
 import numpy as np
 import torch
+from mmengine.config import DictAction
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -30,7 +31,7 @@ COLOURS = [(66, 135, 245), (245, 66, 90), (60, 200, 80), (245, 190, 40),
            (180, 80, 230)]
 
 
-def train(work_dir: str, data_root: str, cfg_options: dict):
+def train(work_dir: str, cfg_options: dict):
     from mmengine.config import Config
     from mmengine.registry import RUNNERS
     cfg = Config.fromfile(TOY_CONFIG)
@@ -125,7 +126,7 @@ def main():
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/toy_shapes')
     parser.add_argument(
-        '--cfg-options', nargs='*', default=[],
+        '--cfg-options', nargs='+', action=DictAction, default={},
         help='key=value overrides, e.g. train_cfg.max_epochs=2')
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
@@ -144,12 +145,9 @@ def main():
         'model.backbone.init_cfg.checkpoint':
         data_root + 'backbone_crops.pth',
     }
-    from mmengine.config import DictAction
-    parsed = argparse.Namespace()
-    DictAction(option_strings=[], dest='o')(None, parsed, args.cfg_options)
-    options.update(getattr(parsed, 'o', {}) or {})
+    options.update(args.cfg_options)
     start = time.time()
-    runner = train(args.work_dir, data_root, options)
+    runner = train(args.work_dir, options)
     minutes = (time.time() - start) / 60
     curve = read_curve(args.work_dir)
     write_curve(curve, args.work_dir, minutes)

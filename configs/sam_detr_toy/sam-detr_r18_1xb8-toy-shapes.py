@@ -75,28 +75,24 @@ test_pipeline = [
         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
                    'scale_factor'))
 ]
+loader = dict(batch_size=8, num_workers=1, persistent_workers=True)
+dataset = dict(
+    _delete_=True,
+    type='CocoDataset',
+    data_root=data_root,
+    metainfo=dict(classes=classes))
 train_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    persistent_workers=True,
+    **loader,
     dataset=dict(
-        _delete_=True,
-        type='CocoDataset',
-        data_root=data_root,
-        metainfo=dict(classes=classes),
+        **dataset,
         ann_file='annotations/train.json',
         data_prefix=dict(img='train/'),
         filter_cfg=dict(filter_empty_gt=False),
         pipeline=train_pipeline))
 val_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    persistent_workers=True,
+    **loader,
     dataset=dict(
-        _delete_=True,
-        type='CocoDataset',
-        data_root=data_root,
-        metainfo=dict(classes=classes),
+        **dataset,
         ann_file='annotations/val.json',
         data_prefix=dict(img='val/'),
         test_mode=True,
