@@ -1,12 +1,14 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""The separable CPU RoIAlign equals mmcv's op, forward and backward."""
+"""The separable CPU RoIAlign equals mmcv's op, forward and backward, and
+the direct point sampling equals grid_sample of mmcv's RoIAlign output."""
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mmcv.ops import roi_align
 
-from mmdet_samdetr.models.layers import batched_roi_align, separable_roi_align
+from mmdet_samdetr.models.layers import (batched_roi_align, roi_point_sample,
+                                         separable_roi_align)
 
 
 def _mmcv(feat, boxes, output_size, sampling_ratio, aligned):
@@ -41,6 +43,51 @@ def test_matches_mmcv_forward_backward(sampling_ratio, aligned, box_scale):
     (g_ours, ) = torch.autograd.grad((ours * grad_out).sum(), feat)
     (g_ref, ) = torch.autograd.grad((ref * grad_out).sum(), feat)
     torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-11)
+
+
+def _grid_sample_of_mmcv(feat, boxes, points, output_size, aligned=True):
+    """The official two steps: RoIAlign, then grid_sample at the points."""
+    bs, num, num_points = points.shape[:3]
+    roi = _mmcv(feat, boxes, output_size, 0, aligned).flatten(0, 1)
+    out = torch.nn.functional.grid_sample(
+        roi, points.reshape(bs * num, 1, num_points, 2), 'bilinear',
+        align_corners=False)
+    return out.view(bs, num, -1, num_points).transpose(2, 3)
+
+
+@pytest.mark.parametrize('box_scale', [0.05, 0.6, 2.0])
+@pytest.mark.parametrize('output_size', [(7, 7), (5, 3)])
+def test_point_sample_equals_grid_sample_of_roi_align(box_scale,
+                                                      output_size):
+    torch.manual_seed(2)
+    feat = torch.randn(2, 5, 9, 14, dtype=torch.float64, requires_grad=True)
+    boxes = _random_boxes(2, 30, 9, 14, torch.float64, box_scale)
+    points = torch.rand(2, 30, 6, 2, dtype=torch.float64) * 2 - 1
+    # the edges, the centre and cell centres (integer positions on the RoI
+    # grid, where the bilinear weights switch taps)
+    cell_x = (2 * torch.arange(output_size[1]) + 1) / output_size[1] - 1
+    points[0, :, 0] = torch.tensor([-1., 1.])
+    points[0, :, 1] = 0.
+    points[1, :, :2, 0] = cell_x[:2]
+    points[1, :, 2, 1] = (2 * 1 + 1) / output_size[0] - 1
+    points.requires_grad_(True)
+    ours = roi_point_sample(feat, boxes, points, output_size)
+    ref = _grid_sample_of_mmcv(feat, boxes, points, output_size)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    grad_out = torch.randn(ref.shape, dtype=ref.dtype)
+    grads = torch.autograd.grad((ours * grad_out).sum(), [feat, points])
+    grads_ref = torch.autograd.grad((ref * grad_out).sum(), [feat, points])
+    for g_ours, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-11)
+
+
+def test_point_sample_gives_boxes_no_gradient():
+    feat = torch.randn(1, 3, 8, 8)
+    boxes = torch.tensor([[[1., 1., 6., 5.]]], requires_grad=True)
+    points = torch.zeros(1, 1, 2, 2, requires_grad=True)
+    roi_point_sample(feat, boxes, points).sum().backward()
+    assert boxes.grad is None
+    assert points.grad is not None
 
 
 def test_adaptive_grid_differs_per_box():

@@ -1,5 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """Behaviour of the Semantics Aligner and the SMCA bias."""
+import pytest
 import torch
 from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import nn
@@ -118,13 +119,18 @@ def test_smca_bias_peaks_at_the_salient_point():
 
 def test_cross_attention_shares_one_key_for_all_heads():
     """Equal to the official MHA(8*d, 8 heads, vdim=d) fed with the key
-    repeated per head."""
+    repeated per head, values and gradients (the query projections are
+    folded into the key in ours)."""
     torch.manual_seed(0)
     dims, heads, bs, nq, keys = 16, 4, 2, 5, 7
-    attn = SalientPointCrossAttention(dims, heads, attn_drop=0.)
-    content = torch.randn(bs, nq, heads, dims)
-    position = torch.randn(bs, nq, heads, dims)
-    memory, pos = torch.randn(bs, keys, dims), torch.randn(bs, keys, dims)
+    attn = SalientPointCrossAttention(dims, heads, attn_drop=0.).double()
+    for param in attn.parameters():  # non-zero biases everywhere
+        nn.init.normal_(param, std=0.3)
+    content, position = torch.randn(2, bs, nq, heads, dims,
+                                    dtype=torch.float64,
+                                    requires_grad=True).unbind(0)
+    memory, pos = torch.randn(2, bs, keys, dims, dtype=torch.float64,
+                              requires_grad=True).unbind(0)
     mask = torch.zeros(bs, keys, dtype=torch.bool)
     mask[1, -2:] = True
     ours = attn(content, position, memory, pos, mask)
@@ -138,26 +144,47 @@ def test_cross_attention_shares_one_key_for_all_heads():
         outs.append(torch.einsum('bqk,bkc->bqc', logits.softmax(-1),
                                  v[:, :, h]))
     ref = attn.out_proj(torch.cat(outs, -1))
-    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    inputs = [content, position, memory, pos] + list(attn.parameters())
+    grad_out = torch.randn(ref.shape, dtype=ref.dtype)
+    grads = torch.autograd.grad((ours * grad_out).sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * grad_out).sum(), inputs)
+    for g_ours, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-11)
 
 
-def test_folded_point_conv_equals_conv_on_roi_features():
-    """The 1x1 conv run on the map before RoIAlign gives the official
-    conv-after-RoIAlign result (values and gradients)."""
+def test_unknown_point_sampling_is_refused():
+    with pytest.raises(ValueError, match='point_sampling'):
+        SemanticsAligner(embed_dims=32, point_sampling='dense')
+
+
+@pytest.mark.parametrize('point_sampling', ['direct', 'roi'])
+def test_aligner_equals_the_official_two_step_computation(point_sampling):
+    """Folding point1's 1x1 conv in front of RoIAlign and (``'direct'``)
+    sampling the points straight from the map give the official
+    RoIAlign -> conv -> MLP -> grid_sample result, values and gradients
+    (to the memory, the query and every parameter)."""
     from mmdet_samdetr.models.layers import batched_roi_align
     aligner = _aligner().double()
+    aligner.point_sampling = point_sampling
+    nn.init.normal_(aligner.point2[-1].weight, std=0.3)  # points spread
     query, memory, boxes, valid = [t.double() for t in _inputs()]
     memory.requires_grad_(True)
+    query.requires_grad_(True)
     out = aligner(query, memory, boxes, valid)['content']
     pix = bbox_cxcywh_to_xyxy(boxes) * valid.repeat(1, 2)[:, None]
-    roi = batched_roi_align(memory, pix)
+    roi = batched_roi_align(memory, pix, impl='mmcv')
     ref = aligner.point2(aligner.point1(roi).flatten(1))
     offsets = ref[:, :16].tanh().view(-1, 1, 8, 2)
     ref = torch.nn.functional.grid_sample(roi, offsets, align_corners=False)
     ref = ref.view(2, 20, 32, 8).transpose(2, 3) * aligner.attn1(
         query).sigmoid().view(2, 20, 8, 32)
-    torch.testing.assert_close(out, ref)
-    g_out, = torch.autograd.grad(out.sum(), aligner.point1[0].weight,
-                                 retain_graph=True)
-    g_ref, = torch.autograd.grad(ref.sum(), aligner.point1[0].weight)
-    torch.testing.assert_close(g_out, g_ref)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    grad_out = torch.randn(out.shape, dtype=out.dtype)
+    inputs = [memory, query] + [
+        p for n, p in aligner.named_parameters() if not n.startswith('attn2')
+    ]
+    grads = torch.autograd.grad((out * grad_out).sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * grad_out).sum(), inputs)
+    for g_out, g_ref in zip(grads, grads_ref):
+        torch.testing.assert_close(g_out, g_ref, rtol=0, atol=1e-11)

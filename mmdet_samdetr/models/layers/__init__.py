@@ -1,5 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-from .roi_align import batched_roi_align, separable_roi_align
+from .roi_align import (batched_roi_align, roi_point_sample,
+                        separable_roi_align)
 from .salient_point_attention import SalientPointCrossAttention
 from .sam_detr_decoder import SAMDETRTransformerDecoder, valid_sizes_from_mask
 from .sam_detr_decoder_layer import (SAMDETRTransformerDecoderLayer,
@@ -7,7 +8,8 @@ from .sam_detr_decoder_layer import (SAMDETRTransformerDecoderLayer,
 from .semantics_aligner import SemanticsAligner
 
 __all__ = [
-    'batched_roi_align', 'separable_roi_align', 'SalientPointCrossAttention',
+    'batched_roi_align', 'roi_point_sample', 'separable_roi_align',
+    'SalientPointCrossAttention',
     'SAMDETRTransformerDecoder', 'SAMDETRTransformerDecoderLayer',
     'SemanticsAligner', 'smca_gaussian_bias', 'valid_sizes_from_mask'
 ]

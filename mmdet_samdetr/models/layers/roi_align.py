@@ -16,6 +16,10 @@ contractions are batched matrix products that autograd differentiates with
 respect to the features. The result equals mmcv's ``roi_align`` (same
 sampling positions, same border rules) up to float rounding; see
 ``tests/test_roi_align.py``.
+
+:func:`roi_point_sample` goes one step further for SAM-DETR's salient
+points: sampling RoIAlign features bilinearly at a few points is itself a
+separable weighting of the map, so it is computed from the map directly.
 """
 from typing import Tuple
 
@@ -78,6 +82,31 @@ def _axis_weights(start: Tensor, end: Tensor, size: int, out_size: int,
     return weights.view(start.numel(), out_size, size)
 
 
+def roi_axis_weights(boxes: Tensor, height: int, width: int,
+                     output_size: Tuple[int, int], spatial_scale: float,
+                     sampling_ratio: int,
+                     aligned: bool) -> Tuple[Tensor, Tensor]:
+    """Row and column weights of RoIAlign, without gradient.
+
+    Args:
+        boxes (Tensor): ``(x1, y1, x2, y2)`` in input pixels, (B, N, 4).
+        height (int), width (int): Feature map size.
+        output_size (tuple[int, int]): ``(out_h, out_w)``.
+
+    Returns:
+        tuple[Tensor]: ``weight_y`` (B * N, out_h, height) and ``weight_x``
+        (B * N, out_w, width).
+    """
+    out_h, out_w = output_size
+    with torch.no_grad():
+        flat = boxes.detach().reshape(-1, 4)
+        weight_y = _axis_weights(flat[:, 1], flat[:, 3], height, out_h,
+                                 spatial_scale, sampling_ratio, aligned)
+        weight_x = _axis_weights(flat[:, 0], flat[:, 2], width, out_w,
+                                 spatial_scale, sampling_ratio, aligned)
+    return weight_y, weight_x
+
+
 def separable_roi_align(feat: Tensor,
                         boxes: Tensor,
                         output_size: Tuple[int, int] = (7, 7),
@@ -110,12 +139,9 @@ def separable_roi_align(feat: Tensor,
         return out.transpose(3, 4)
     num_boxes = boxes.size(1)
     out_h, out_w = output_size
-    with torch.no_grad():
-        flat = boxes.detach().reshape(-1, 4).to(feat.dtype)
-        weight_y = _axis_weights(flat[:, 1], flat[:, 3], height, out_h,
-                                 spatial_scale, sampling_ratio, aligned)
-        weight_x = _axis_weights(flat[:, 0], flat[:, 2], width, out_w,
-                                 spatial_scale, sampling_ratio, aligned)
+    weight_y, weight_x = roi_axis_weights(boxes.to(feat.dtype), height,
+                                          width, output_size, spatial_scale,
+                                          sampling_ratio, aligned)
     # contract rows: (B, N*out_h, H) @ (B, H, C*W) -> (B, N*out_h, C*W)
     rows = torch.bmm(
         weight_y.view(bs, num_boxes * out_h, height),
@@ -126,6 +152,73 @@ def separable_roi_align(feat: Tensor,
         weight_x.transpose(1, 2))
     return out.view(bs, num_boxes, out_h, channels,
                     out_w).permute(0, 1, 3, 2, 4)
+
+
+def _bilinear_taps(coord: Tensor, size: int) -> Tensor:
+    """Weights of ``grid_sample``'s bilinear taps along one axis.
+
+    ``coord`` is in ``[-1, 1]`` with ``align_corners=False`` (-1 and 1 are the
+    outer edges of cells 0 and ``size - 1``). Taps outside the grid get no
+    weight (zero padding). Written as ``grid_sample`` computes it (floor and
+    fraction), so the gradient with respect to ``coord`` is the same
+    everywhere, integer positions included.
+
+    Returns:
+        Tensor: ``coord.shape + (size, )``.
+    """
+    pix = ((coord + 1) * size - 1) / 2
+    low = pix.detach().floor()
+    frac = (pix - low)[..., None]
+    cells = torch.arange(size, dtype=pix.dtype, device=pix.device)
+    low = low[..., None]
+    zero = frac.new_zeros(())
+    return (torch.where(cells == low, 1 - frac, zero) +
+            torch.where(cells == low + 1, frac, zero))
+
+
+def roi_point_sample(feat: Tensor,
+                     boxes: Tensor,
+                     points: Tensor,
+                     output_size: Tuple[int, int] = (7, 7),
+                     spatial_scale: float = 1.0,
+                     sampling_ratio: int = 0,
+                     aligned: bool = True) -> Tensor:
+    """``grid_sample`` of RoIAlign features, without the RoI features.
+
+    Computes ``grid_sample(roi_align(feat, boxes), points, 'bilinear',
+    align_corners=False)`` (zero padding) for ``M`` points per box. Both
+    steps are linear and separable, so each point is one weight map over the
+    feature map, ``outer(ty @ Ay, tx @ Ax)`` with ``ty``/``tx`` the bilinear
+    taps on the RoI grid and ``Ay``/``Ax`` RoIAlign's row/column weights, and
+    the result is one batched matrix product with the map: no ``C x 7 x 7``
+    RoI tensor per box, and every channel comes out in the query layout.
+    Gradients reach ``feat`` and ``points`` as through the two-step form;
+    ``boxes`` get none (as from RoIAlign).
+
+    Args:
+        feat (Tensor): Feature map, (B, C, H, W).
+        boxes (Tensor): ``(x1, y1, x2, y2)`` in input pixels, (B, N, 4).
+        points (Tensor): ``(x, y)`` in ``[-1, 1]`` on each box's RoI grid,
+            (B, N, M, 2).
+        output_size, spatial_scale, sampling_ratio, aligned: As RoIAlign.
+
+    Returns:
+        Tensor: Sampled features, (B, N, M, C).
+    """
+    bs, channels, height, width = feat.shape
+    num_boxes, num_points = points.shape[1:3]
+    weight_y, weight_x = roi_axis_weights(boxes.to(feat.dtype), height,
+                                          width, output_size, spatial_scale,
+                                          sampling_ratio, aligned)
+    points = points.reshape(bs * num_boxes, num_points, 2).to(feat.dtype)
+    rows = torch.bmm(_bilinear_taps(points[..., 1], output_size[0]),
+                     weight_y)  # (B*N, M, H)
+    cols = torch.bmm(_bilinear_taps(points[..., 0], output_size[1]),
+                     weight_x)  # (B*N, M, W)
+    weights = (rows[..., :, None] * cols[..., None, :]).view(
+        bs, num_boxes * num_points, height * width)
+    out = torch.bmm(weights, feat.flatten(2).transpose(1, 2))
+    return out.view(bs, num_boxes, num_points, channels)
 
 
 def batched_roi_align(feat: Tensor,

@@ -10,7 +10,7 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .roi_align import batched_roi_align
+from .roi_align import batched_roi_align, roi_point_sample
 
 
 @MODELS.register_module()
@@ -38,6 +38,13 @@ class SemanticsAligner(BaseModule):
         with_smca (bool): Also predict a Gaussian scale ``(s_x, s_y)`` per
             point for SMCA. Defaults to False.
         roi_align_impl (str): See :func:`batched_roi_align`.
+        point_sampling (str): How the point features are read.
+            ``'direct'`` (default): :func:`roi_point_sample`, the exact
+            closed form of sampling the RoIAlign features at the points,
+            straight from the map; RoIAlign then pools only the ConvNet's
+            ``reduced_dims`` channels. ``'roi'``: the official two steps,
+            RoIAlign of all ``embed_dims`` channels, then ``grid_sample``.
+            Both give the same values and gradients up to float rounding.
         init_cfg (dict, optional): Initialization config.
     """
 
@@ -49,6 +56,7 @@ class SemanticsAligner(BaseModule):
                  mlp_dims: tuple = (256, 512, 512),
                  with_smca: bool = False,
                  roi_align_impl: str = 'auto',
+                 point_sampling: str = 'direct',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
@@ -56,6 +64,10 @@ class SemanticsAligner(BaseModule):
         self.roi_size = roi_size
         self.with_smca = with_smca
         self.roi_align_impl = roi_align_impl
+        if point_sampling not in ('direct', 'roi'):
+            raise ValueError("point_sampling must be 'direct' or 'roi', got "
+                             f'{point_sampling!r}')
+        self.point_sampling = point_sampling
         self.point1 = nn.Sequential(
             nn.Conv2d(embed_dims, reduced_dims, 1), nn.ReLU(inplace=True))
         dims = (reduced_dims * roi_size * roi_size, ) + tuple(mlp_dims)
@@ -104,30 +116,40 @@ class SemanticsAligner(BaseModule):
         boxes = bbox_cxcywh_to_xyxy(ref_boxes) * scale
         # point1's 1x1 conv commutes with RoIAlign (both linear; the bias is
         # added after pooling), so it runs once on the map instead of on
-        # bs*nq*49 RoI cells, and one RoIAlign pools both: exact, and the
-        # conv's cost drops from bs*nq*49 to H*W positions.
+        # bs*nq*49 RoI cells: exact, and its cost drops from bs*nq*49 to H*W
+        # positions.
         conv = self.point1[0]
         reduced = F.conv2d(memory_2d, conv.weight)
-        pooled = batched_roi_align(
-            torch.cat([memory_2d, reduced], dim=1),
-            boxes, (self.roi_size, self.roi_size),
-            impl=self.roi_align_impl)  # (bs * nq, d + reduced, 7, 7)
-        # split (not two slices): its backward is one concatenation
-        roi_feats, reduced = pooled.split([dims, reduced.size(1)], dim=1)
+        roi_size = (self.roi_size, self.roi_size)
+        if self.point_sampling == 'roi':
+            # one RoIAlign pools both; split (not two slices): its backward
+            # is one concatenation
+            pooled = batched_roi_align(
+                torch.cat([memory_2d, reduced], dim=1),
+                boxes, roi_size, impl=self.roi_align_impl)
+            roi_feats, reduced = pooled.split([dims, reduced.size(1)], dim=1)
+        else:
+            reduced = batched_roi_align(
+                reduced, boxes, roi_size, impl=self.roi_align_impl)
         reduced = self.point1[1](reduced + conv.bias.view(1, -1, 1, 1))
         out = self.point2(reduced.flatten(1))
-        offsets = out[:, :2 * num_points].tanh().view(bs * num_queries, 1,
+        # (x, y) in [-1, 1] on the RoI grid; with align_corners=False +-1 are
+        # the outer edges of the 7x7 grid, i.e. the box edges, so every
+        # point lies inside its box.
+        offsets = out[:, :2 * num_points].tanh().view(bs, num_queries,
                                                       num_points, 2)
-        # align_corners=False maps +-1 to the outer edges of the 7x7 grid,
-        # i.e. the box edges, so every point lies inside its box.
-        content = F.grid_sample(
-            roi_feats, offsets, mode='bilinear', align_corners=False)
-        content = content.view(bs, num_queries, dims, num_points).transpose(
-            2, 3)
+        if self.point_sampling == 'roi':
+            content = F.grid_sample(
+                roi_feats,
+                offsets.view(bs * num_queries, 1, num_points, 2),
+                mode='bilinear',
+                align_corners=False).view(bs, num_queries, dims,
+                                          num_points).transpose(2, 3)
+        else:
+            content = roi_point_sample(memory_2d, boxes, offsets, roi_size)
         content = content * self.attn1(query).sigmoid().view(
             bs, num_queries, num_points, dims)
 
-        offsets = offsets.view(bs, num_queries, num_points, 2)
         points = ref_boxes[..., None, :2] + 0.5 * ref_boxes[..., None,
                                                             2:] * offsets
         with torch.no_grad():  # the official sine embedding has no gradient
