@@ -5,14 +5,17 @@
 Same ResNet-50 backbone, DETR encoder, input size and batch for all three;
 each model keeps its own decoder and query count (DETR 100, the others 300).
 A training step is forward + backward + AdamW step with gradient clipping.
-Prints medians and ratios against ConditionalDETR and DETR.
+Each model runs in fresh processes, the models taking turns (see
+``measure_all``). Prints medians and ratios against ConditionalDETR and DETR.
 
     python tools/benchmark.py                      # CPU, 512x640, batch 2
     python tools/benchmark.py --device cuda --size 800 1333
 """
 import argparse
+import json
 import os.path as osp
 import statistics
+import subprocess
 import sys
 import time
 
@@ -20,10 +23,13 @@ import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
+_RESULT = 'BENCHMARK-RESULT '
+
 MODELS_UNDER_TEST = {
     'SAM-DETR': 'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
     'SAM-DETR+SMCA': 'configs/sam_detr/sam-detr-smca_r50_4xb4-50e_coco.py',
-    # the same model with mmcv's RoIAlign op on CPU, for comparison
+    # the same model computed as the official code does it: mmcv's RoIAlign
+    # op on all channels, then grid_sample (for comparison)
     'SAM-DETR/mmcv-RoIAlign':
     'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
     'ConditionalDETR':
@@ -73,12 +79,14 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(name, path, args):
+def build(name, path, args):
+    """Build one model with its batch and optimizer; return its two jobs."""
     from mmdet.registry import MODELS
     cfg = _config(path)
     cfg.model.backbone.init_cfg = None
     if name.endswith('mmcv-RoIAlign'):
-        cfg.model.decoder.layer_cfg.aligner_cfg.roi_align_impl = 'mmcv'
+        cfg.model.decoder.layer_cfg.aligner_cfg.update(
+            roi_align_impl='mmcv', point_sampling='roi')
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(args.device)
     model.init_weights()
@@ -89,6 +97,7 @@ def measure(name, path, args):
                                   weight_decay=1e-4)
 
     def train_step():
+        model.train()
         losses = model(**data, mode='loss')
         loss = sum(v for k, v in losses.items() if 'loss' in k)
         optimizer.zero_grad()
@@ -97,26 +106,74 @@ def measure(name, path, args):
         optimizer.step()
 
     def infer():
+        model.eval()
         with torch.no_grad():
             model(**data, mode='predict')
 
+    return dict(train=train_step, infer=infer)
+
+
+def measure_one(name, args):
+    """Median train-step and inference time of one model, in this process.
+
+    Returns:
+        dict: ``train`` and ``infer`` in seconds.
+    """
+    jobs = build(name, MODELS_UNDER_TEST[name], args)
     times = {}
-    for label, fn, train in (('train', train_step, True), ('infer', infer,
-                                                           False)):
-        model.train(train)
+    for label in ('train', 'infer'):
         for _ in range(args.warmup):
-            fn()
+            jobs[label]()
         runs = []
         for _ in range(args.repeat):
             _sync(args.device)
             start = time.perf_counter()
-            fn()
+            jobs[label]()
             _sync(args.device)
             runs.append(time.perf_counter() - start)
         times[label] = statistics.median(runs)
-    print(f'{name:24s} train step {times["train"] * 1e3:8.1f} ms   '
-          f'inference {times["infer"] * 1e3:8.1f} ms', flush=True)
     return times
+
+
+def measure_all(args):
+    """Each model in a process of its own, the models taking turns.
+
+    One process per model and round: models sharing a process slow each
+    other down unevenly (allocator and cache state; measured here: the
+    ratio moved by 0.1), and taking turns spreads a slow phase of the
+    machine over all models. The result is the median over rounds.
+    """
+    forwarded = [
+        '--device', args.device, '--size', *map(str, args.size), '--batch',
+        str(args.batch), '--warmup', str(args.warmup), '--repeat',
+        str(args.repeat)
+    ] + (['--threads', str(args.threads)] if args.threads else [])
+    rounds = {name: [] for name in args.models}
+    for round_id in range(args.rounds):
+        for name in args.models:
+            proc = subprocess.run(
+                [sys.executable, __file__, '--worker', name, *forwarded],
+                capture_output=True, text=True)
+            lines = [
+                line for line in proc.stdout.splitlines()
+                if line.startswith(_RESULT)
+            ]
+            if proc.returncode or not lines:
+                raise RuntimeError(f'benchmark of {name} failed '
+                                   f'(exit {proc.returncode}):\n'
+                                   f'{proc.stderr[-3000:]}')
+            times = json.loads(lines[-1][len(_RESULT):])
+            rounds[name].append(times)
+            print(f'round {round_id + 1}: {name:24s} train step '
+                  f'{times["train"] * 1e3:8.1f} ms   inference '
+                  f'{times["infer"] * 1e3:8.1f} ms', flush=True)
+    return {
+        name: {
+            label: statistics.median(t[label] for t in runs)
+            for label in ('train', 'infer')
+        }
+        for name, runs in rounds.items()
+    }
 
 
 def main(argv=None):
@@ -129,25 +186,36 @@ def main(argv=None):
     parser.add_argument('--repeat', type=int, default=5)
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads (default: torch default)')
+    parser.add_argument('--rounds', type=int, default=2,
+                        help='processes per model, taken in turns')
+    parser.add_argument('--worker', choices=list(MODELS_UNDER_TEST),
+                        help=argparse.SUPPRESS)
     parser.add_argument('--models', nargs='+',
                         default=['SAM-DETR', 'SAM-DETR+SMCA',
                                  'ConditionalDETR', 'DETR'],
                         choices=list(MODELS_UNDER_TEST))
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    from mmdet.utils import register_all_modules
-    register_all_modules()
-    import mmdet_samdetr  # noqa: F401
-    from mmengine.logging import MMLogger
-    MMLogger.get_current_instance().setLevel('WARNING')
+    if args.worker:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        from mmdet.utils import register_all_modules
+        register_all_modules()
+        import mmdet_samdetr  # noqa: F401
+        from mmengine.logging import MMLogger
+        MMLogger.get_current_instance().setLevel('WARNING')
+        print(_RESULT + json.dumps(measure_one(args.worker, args)))
+        return
+    threads = args.threads or torch.get_num_threads()
     print(f'device {args.device}, input {args.size[0]}x{args.size[1]}, '
-          f'batch {args.batch}, torch threads {torch.get_num_threads()}, '
-          f'median of {args.repeat} after {args.warmup} warm-up runs')
-    results = {
-        name: measure(name, MODELS_UNDER_TEST[name], args)
-        for name in args.models
-    }
+          f'batch {args.batch}, torch threads {threads}; per model and '
+          f'round a fresh process, median of {args.repeat} runs after '
+          f'{args.warmup} warm-up runs; median over {args.rounds} rounds',
+          flush=True)
+    results = measure_all(args)
+    print()
+    for name, times in results.items():
+        print(f'{name:24s} train step {times["train"] * 1e3:8.1f} ms   '
+              f'inference {times["infer"] * 1e3:8.1f} ms')
     print('\nratios (row / column):')
     bases = [b for b in ('ConditionalDETR', 'DETR') if b in results]
     print(f'{"":24s} ' + ' '.join(f'{"train/" + b:>22s} {"infer/" + b:>22s}'
