@@ -117,12 +117,13 @@ def test_smca_bias_peaks_at_the_salient_point():
     torch.testing.assert_close(bias[b, h, q, y * width + x], ref)
 
 
-def test_cross_attention_shares_one_key_for_all_heads():
+@pytest.mark.parametrize('keys', [7, 40])
+def test_cross_attention_shares_one_key_for_all_heads(keys):
     """Equal to the official MHA(8*d, 8 heads, vdim=d) fed with the key
-    repeated per head, values and gradients (the query projections are
-    folded into the key in ours)."""
+    repeated per head, values and gradients, with the query projections
+    folded into the key (fewer than 2d keys) and not (more)."""
     torch.manual_seed(0)
-    dims, heads, bs, nq, keys = 16, 4, 2, 5, 7
+    dims, heads, bs, nq = 16, 4, 2, 5
     attn = SalientPointCrossAttention(dims, heads, attn_drop=0.).double()
     for param in attn.parameters():  # non-zero biases everywhere
         nn.init.normal_(param, std=0.3)
