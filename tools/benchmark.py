@@ -167,6 +167,13 @@ def measure_all(args):
             print(f'round {round_id + 1}: {name:24s} train step '
                   f'{times["train"] * 1e3:8.1f} ms   inference '
                   f'{times["infer"] * 1e3:8.1f} ms', flush=True)
+    if 'ConditionalDETR' in rounds and args.rounds > 1:
+        base = rounds['ConditionalDETR']
+        for name, runs in rounds.items():
+            if name != 'ConditionalDETR':
+                print(f'{name:24s} train / ConditionalDETR per round: ' +
+                      ' '.join(f'{t["train"] / b["train"]:.2f}'
+                               for t, b in zip(runs, base)))
     return {
         name: {
             label: statistics.median(t[label] for t in runs)
