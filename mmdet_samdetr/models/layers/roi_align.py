@@ -21,7 +21,7 @@ sampling positions, same border rules) up to float rounding; see
 points: sampling RoIAlign features bilinearly at a few points is itself a
 separable weighting of the map, so it is computed from the map directly.
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -112,7 +112,9 @@ def separable_roi_align(feat: Tensor,
                         output_size: Tuple[int, int] = (7, 7),
                         spatial_scale: float = 1.0,
                         sampling_ratio: int = 0,
-                        aligned: bool = True) -> Tensor:
+                        aligned: bool = True,
+                        weights: Optional[Tuple[Tensor, Tensor]] = None
+                        ) -> Tensor:
     """RoIAlign (average pooling) as two batched matrix products.
 
     Args:
@@ -125,6 +127,8 @@ def separable_roi_align(feat: Tensor,
         sampling_ratio (int): Samples per bin and axis; ``0`` means adaptive
             (``ceil(roi_size / out_size)``), as in mmcv.
         aligned (bool): Shift boxes by -0.5 pixel (``aligned=True`` in mmcv).
+        weights (tuple[Tensor], optional): :func:`roi_axis_weights` of these
+            boxes and map, when the caller already has them.
 
     Returns:
         Tensor: Pooled features, shape (B, N, C, out_h, out_w).
@@ -135,13 +139,14 @@ def separable_roi_align(feat: Tensor,
         # keep the shorter one by working on the transposed map.
         out = separable_roi_align(
             feat.transpose(2, 3), boxes[..., [1, 0, 3, 2]],
-            tuple(output_size)[::-1], spatial_scale, sampling_ratio, aligned)
+            tuple(output_size)[::-1], spatial_scale, sampling_ratio, aligned,
+            None if weights is None else weights[::-1])
         return out.transpose(3, 4)
     num_boxes = boxes.size(1)
     out_h, out_w = output_size
-    weight_y, weight_x = roi_axis_weights(boxes.to(feat.dtype), height,
-                                          width, output_size, spatial_scale,
-                                          sampling_ratio, aligned)
+    weight_y, weight_x = weights or roi_axis_weights(
+        boxes.to(feat.dtype), height, width, output_size, spatial_scale,
+        sampling_ratio, aligned)
     # contract rows: (B, N*out_h, H) @ (B, H, C*W) -> (B, N*out_h, C*W)
     rows = torch.bmm(
         weight_y.view(bs, num_boxes * out_h, height),
@@ -182,7 +187,9 @@ def roi_point_sample(feat: Tensor,
                      output_size: Tuple[int, int] = (7, 7),
                      spatial_scale: float = 1.0,
                      sampling_ratio: int = 0,
-                     aligned: bool = True) -> Tensor:
+                     aligned: bool = True,
+                     weights: Optional[Tuple[Tensor, Tensor]] = None
+                     ) -> Tensor:
     """``grid_sample`` of RoIAlign features, without the RoI features.
 
     Computes ``grid_sample(roi_align(feat, boxes), points, 'bilinear',
@@ -201,15 +208,17 @@ def roi_point_sample(feat: Tensor,
         points (Tensor): ``(x, y)`` in ``[-1, 1]`` on each box's RoI grid,
             (B, N, M, 2).
         output_size, spatial_scale, sampling_ratio, aligned: As RoIAlign.
+        weights (tuple[Tensor], optional): :func:`roi_axis_weights` of these
+            boxes and map, when the caller already has them.
 
     Returns:
         Tensor: Sampled features, (B, N, M, C).
     """
     bs, channels, height, width = feat.shape
     num_boxes, num_points = points.shape[1:3]
-    weight_y, weight_x = roi_axis_weights(boxes.to(feat.dtype), height,
-                                          width, output_size, spatial_scale,
-                                          sampling_ratio, aligned)
+    weight_y, weight_x = weights or roi_axis_weights(
+        boxes.to(feat.dtype), height, width, output_size, spatial_scale,
+        sampling_ratio, aligned)
     points = points.reshape(bs * num_boxes, num_points, 2).to(feat.dtype)
     rows = torch.bmm(_bilinear_taps(points[..., 1], output_size[0]),
                      weight_y)  # (B*N, M, H)
@@ -227,7 +236,9 @@ def batched_roi_align(feat: Tensor,
                       spatial_scale: float = 1.0,
                       sampling_ratio: int = 0,
                       aligned: bool = True,
-                      impl: str = 'auto') -> Tensor:
+                      impl: str = 'auto',
+                      weights: Optional[Tuple[Tensor, Tensor]] = None
+                      ) -> Tensor:
     """RoIAlign of ``N`` boxes per image, one call for the whole batch.
 
     Args:
@@ -235,6 +246,8 @@ def batched_roi_align(feat: Tensor,
         boxes (Tensor): (B, N, 4) xyxy in input pixels.
         impl (str): ``'mmcv'`` (mmcv's op), ``'separable'`` (the exact
             matrix form above) or ``'auto'``: mmcv on CUDA, separable on CPU.
+        weights (tuple[Tensor], optional): :func:`roi_axis_weights` of these
+            boxes and map, reused by the separable form.
 
     Returns:
         Tensor: (B * N, C, out_h, out_w), batch-major.
@@ -247,7 +260,7 @@ def batched_roi_align(feat: Tensor,
     bs, num_boxes = boxes.shape[:2]
     if impl == 'separable':
         out = separable_roi_align(feat, boxes, output_size, spatial_scale,
-                                  sampling_ratio, aligned)
+                                  sampling_ratio, aligned, weights)
         # contiguous, like mmcv's output: element-wise ops and their
         # backward on the permuted layout are several times slower
         return out.reshape(bs * num_boxes, *out.shape[2:]).contiguous()

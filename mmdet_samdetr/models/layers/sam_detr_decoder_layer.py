@@ -88,8 +88,8 @@ class SAMDETRTransformerDecoderLayer(DetrTransformerDecoderLayer):
         if aligner_cfg['num_points'] != self.cross_attn.num_heads:
             raise ValueError(
                 'aligner_cfg.num_points must equal cross_attn_cfg.num_heads '
-                f'(one salient point per head), got {aligner_cfg["num_points"]}'
-                f' and {self.cross_attn.num_heads}')
+                '(one salient point per head), got '
+                f'{aligner_cfg["num_points"]} and {self.cross_attn.num_heads}')
         self.semantics_aligner = SemanticsAligner(**aligner_cfg)
         self.cross_attn_drop = nn.Dropout(self.dropout)
         self.ffn = FFN(**self.ffn_cfg)

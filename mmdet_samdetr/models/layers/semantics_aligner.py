@@ -10,7 +10,8 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .roi_align import batched_roi_align, roi_point_sample
+from .roi_align import (batched_roi_align, roi_axis_weights,
+                        roi_point_sample)
 
 
 @MODELS.register_module()
@@ -129,8 +130,17 @@ class SemanticsAligner(BaseModule):
                 boxes, roi_size, impl=self.roi_align_impl)
             roi_feats, reduced = pooled.split([dims, reduced.size(1)], dim=1)
         else:
+            # shared by the RoIAlign of the reduced channels and the point
+            # sampling, both over these boxes and this map
+            weights = roi_axis_weights(boxes.to(memory_2d.dtype),
+                                       *memory_2d.shape[-2:], roi_size, 1.0,
+                                       0, True)
             reduced = batched_roi_align(
-                reduced, boxes, roi_size, impl=self.roi_align_impl)
+                reduced,
+                boxes,
+                roi_size,
+                impl=self.roi_align_impl,
+                weights=weights)
         reduced = self.point1[1](reduced + conv.bias.view(1, -1, 1, 1))
         out = self.point2(reduced.flatten(1))
         # (x, y) in [-1, 1] on the RoI grid; with align_corners=False +-1 are
@@ -146,7 +156,8 @@ class SemanticsAligner(BaseModule):
                 align_corners=False).view(bs, num_queries, dims,
                                           num_points).transpose(2, 3)
         else:
-            content = roi_point_sample(memory_2d, boxes, offsets, roi_size)
+            content = roi_point_sample(
+                memory_2d, boxes, offsets, roi_size, weights=weights)
         content = content * self.attn1(query).sigmoid().view(
             bs, num_queries, num_points, dims)
 
