@@ -21,12 +21,10 @@ import cv2
 import numpy as np
 import torch
 from mmengine.config import DictAction
+from mmengine.model import is_model_wrapper
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, osp.join(REPO, 'tools'))
-TOY_CONFIG = osp.join(REPO, 'configs', 'sam_detr_toy',
-                      'sam-detr_r18_1xb8-toy-shapes.py')
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from make_toy_dataset import TOY_CONFIG, make_toy_dataset  # noqa: E402
 COLOURS = [(66, 135, 245), (245, 66, 90), (60, 200, 80), (245, 190, 40),
            (180, 80, 230)]
 
@@ -130,7 +128,6 @@ def main():
         help='key=value overrides, e.g. train_cfg.max_epochs=2')
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', 2)))
-    from make_toy_dataset import make_toy_dataset
     from mmdet.utils import register_all_modules
     register_all_modules()
     import mmdet_samdetr  # noqa: F401
@@ -151,8 +148,9 @@ def main():
     minutes = (time.time() - start) / 60
     curve = read_curve(args.work_dir)
     write_curve(curve, args.work_dir, minutes)
-    model = runner.model.module if hasattr(runner.model,
-                                           'module') else runner.model
+    model = runner.model
+    if is_model_wrapper(model):
+        model = model.module
     out = osp.join(args.work_dir, 'predictions.png')
     draw_predictions(model, runner.val_dataloader.dataset, out)
     print(f'final bbox mAP@0.5 {curve[-1][2]:.3f}; wrote {out}, '

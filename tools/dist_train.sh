@@ -2,15 +2,5 @@
 # Usage: tools/dist_train.sh CONFIG NUM_PROCESSES [train.py args...]
 # Like mmdet's dist_train.sh, with torchrun. On a CPU-only machine our
 # configs' CPUDDPRunner trains with gloo; on GPUs, NCCL as usual.
-CONFIG=$1
-NPROC=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-PYTHON=${PYTHON:-python}
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-$PYTHON -m torch.distributed.run \
-    --nnodes=$NNODES --node_rank=$NODE_RANK --master_addr=$MASTER_ADDR \
-    --nproc_per_node=$NPROC --master_port=$PORT \
-    "$(dirname "$0")/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+exec "$(dirname "$0")/dist_launch.sh" "$2" train.py "$1" --launcher pytorch \
+    "${@:3}"

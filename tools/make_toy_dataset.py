@@ -11,9 +11,11 @@ import argparse
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, REPO)
 
-TOY_CONFIG = 'configs/sam_detr_toy/sam-detr_r18_1xb8-toy-shapes.py'
+TOY_CONFIG = osp.join(REPO, 'configs', 'sam_detr_toy',
+                      'sam-detr_r18_1xb8-toy-shapes.py')
 
 
 def make_toy_dataset(out: str, config: str = TOY_CONFIG, num_train=2000,

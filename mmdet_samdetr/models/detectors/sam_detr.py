@@ -91,6 +91,10 @@ class SAMDETR(DETR):
         clipped = torch.minimum(boxes.clamp(min=0), limit)
         keep = ((clipped[:, 2] > clipped[:, 0]) &
                 (clipped[:, 3] > clipped[:, 1]))
+        if hasattr(gt.bboxes, 'tensor'):
+            gt.bboxes.tensor = clipped
+        else:
+            gt.bboxes = clipped
         if not keep.all():
             dropped = (~keep).nonzero()[:, 0].tolist()
             print_log(
@@ -99,11 +103,6 @@ class SAMDETR(DETR):
                 f'{boxes[~keep].tolist()}',
                 logger='current',
                 level=logging.WARNING)
-        if hasattr(gt.bboxes, 'tensor'):
-            gt.bboxes.tensor = clipped
-        else:
-            gt.bboxes = clipped
-        if not keep.all():
             sample.gt_instances = gt[keep]
 
     def pre_transformer(
