@@ -1,0 +1,136 @@
+#!/usr/bin/env python
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""Forward + backward time of one SAM-DETR decoder layer and its parts.
+
+Where a training step's time goes, at the shapes of ``tools/benchmark.py``
+(batch 2, 300 queries, a 16x20 memory for 512x640 images; ``--size`` sets
+the memory): the SAM-DETR decoder layer and its Semantics Aligner,
+cross-attention (with and without the query projections folded into the
+key), self-attention and FFN; a ConditionalDETR decoder layer (mmdet's
+6-layer decoder divided by 6); and a large matrix product for the machine's
+peak. Medians of ``--repeat`` runs in one process, CPU.
+
+    python tools/benchmark_layers.py [--size 16 20] [--repeat 10]
+"""
+import argparse
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from benchmark import MODELS_UNDER_TEST, _config  # noqa: E402
+
+
+def median_ms(fn, repeat, warmup=3):
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs) * 1e3
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument('--size', type=int, nargs=2, default=(16, 20),
+                        metavar=('H', 'W'), help='memory size (stride 32)')
+    parser.add_argument('--repeat', type=int, default=10)
+    args = parser.parse_args(argv)
+    from mmdet.models.layers.transformer import \
+        ConditionalDetrTransformerDecoder
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    from mmdet_samdetr.models.layers import SAMDETRTransformerDecoderLayer
+
+    bs, nq, dims = 2, 300, 256
+    height, width = args.size
+    torch.manual_seed(0)
+    memory = torch.randn(bs, height * width, dims, requires_grad=True)
+    memory_pos = torch.randn(bs, height * width, dims)
+    query = torch.randn(bs, nq, dims, requires_grad=True)
+    query_pos = torch.randn(bs, nq, dims)
+    ref_boxes = torch.rand(bs, nq, 4) * 0.5 + 0.2
+    valid = torch.tensor([[width, height]] * bs).float()
+
+    def memory_2d():
+        return memory.transpose(1, 2).reshape(bs, dims, height, width)
+
+    cfg = _config(MODELS_UNDER_TEST['SAM-DETR'])
+    layer = SAMDETRTransformerDecoderLayer(**cfg.model.decoder.layer_cfg)
+    layer.train()
+    aligned = layer.semantics_aligner(query, memory_2d(), ref_boxes, valid)
+    content = aligned['content'].detach().requires_grad_()
+    position = aligned['position'].detach().requires_grad_()
+    attn = layer.cross_attn
+
+    def sam_layer():
+        out, _ = layer(query, query_pos, memory, memory_2d(), memory_pos,
+                       ref_boxes, valid)
+        out.sum().backward()
+
+    def aligner():
+        out = layer.semantics_aligner(query, memory_2d(), ref_boxes, valid)
+        (out['content'].sum() + out['position'].sum()).backward()
+
+    def cross_attn():
+        attn(content, position, memory, memory_pos).sum().backward()
+
+    def logits(folded):
+        key = (attn.kcontent_proj(memory) +
+               attn.kpos_sine_proj(memory_pos)) * dims**-0.5
+        if folded:
+            out = attn._folded_logits(content, position, key)
+        else:
+            q = attn.qcontent_proj(content) + attn.qpos_sine_proj(position)
+            out = torch.bmm(q.transpose(1, 2).flatten(1, 2),
+                            key.transpose(1, 2))
+        out.sum().backward()
+
+    def self_attn():
+        layer.self_attn(query=query, key=query, query_pos=query_pos,
+                        key_pos=query_pos).sum().backward()
+
+    def ffn():
+        layer.ffn(query).sum().backward()
+
+    cond_cfg = _config(MODELS_UNDER_TEST['ConditionalDETR'])
+    cond = ConditionalDetrTransformerDecoder(**cond_cfg.model.decoder)
+    cond.train()
+
+    def cond_decoder():
+        out, _ = cond(query=query, key=memory, query_pos=query_pos,
+                      key_pos=memory_pos, key_padding_mask=None)
+        out.sum().backward()
+
+    big = torch.randn(2048, 2048)
+
+    print(f'CPU, torch threads {torch.get_num_threads()}, batch {bs}, '
+          f'{nq} queries, memory {height}x{width} ({height * width} keys); '
+          f'forward + backward, median of {args.repeat}')
+    rows = [
+        ('SAM-DETR decoder layer', sam_layer),
+        ('  Semantics Aligner', aligner),
+        ('  cross-attention', cross_attn),
+        ('    logits, projections folded into the key',
+         lambda: logits(True)),
+        ('    logits, projections on the query rows', lambda: logits(False)),
+        ('  self-attention', self_attn),
+        ('  FFN', ffn),
+    ]
+    for name, fn in rows:
+        print(f'{name:46s} {median_ms(fn, args.repeat):8.1f} ms')
+    per_layer = median_ms(cond_decoder, args.repeat) / cond.num_layers
+    print(f'{"ConditionalDETR decoder layer (6 layers / 6)":46s} '
+          f'{per_layer:8.1f} ms')
+    gemm = median_ms(lambda: big @ big, args.repeat)
+    print(f'{"2048^3 matrix product (peak)":46s} {gemm:8.1f} ms = '
+          f'{2048**3 / gemm / 1e6:.0f} GMAC/s')
+
+
+if __name__ == '__main__':
+    main()
