@@ -1,0 +1,262 @@
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""The CUDA path: mmcv's RoIAlign op on the GPU gives what the CPU path
+gives, for the op, the Semantics Aligner and the whole detector, and mmdet's
+``dist_train.sh`` keeps NCCL on a GPU machine.
+
+Skipped where torch sees no GPU (CI); run on a GPU machine with
+``python -m pytest tests/test_cuda.py``.
+"""
+import copy
+import glob
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, tiny_model_cfg
+from mmdet_samdetr.models.layers import (SemanticsAligner, batched_roi_align,
+                                         roi_point_sample,
+                                         separable_roi_align)
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
+                                reason='needs a CUDA device')
+
+
+@pytest.fixture(autouse=True)
+def exact_float32():
+    """No TF32: the CPU/GPU comparisons below are at float32 precision."""
+    old = (torch.backends.cuda.matmul.allow_tf32,
+           torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    (torch.backends.cuda.matmul.allow_tf32,
+     torch.backends.cudnn.allow_tf32) = old
+
+
+def _boxes(bs, num, height, width, scale, dtype=torch.float64):
+    centre = torch.rand(bs, num, 2, dtype=dtype) * torch.tensor(
+        [width, height], dtype=dtype) * 1.3 - 2
+    size = torch.rand(bs, num, 2, dtype=dtype) * torch.tensor(
+        [width, height], dtype=dtype) * scale
+    return torch.cat([centre - size / 2, centre + size / 2], -1)
+
+
+@pytest.mark.parametrize('sampling_ratio', [0, 2])
+@pytest.mark.parametrize('aligned', [True, False])
+@pytest.mark.parametrize('box_scale', [0.05, 0.6, 2.0])
+def test_mmcv_cuda_roi_align_equals_cpu_separable(sampling_ratio, aligned,
+                                                  box_scale):
+    torch.manual_seed(0)
+    feat = torch.randn(2, 6, 11, 15, dtype=torch.float64, requires_grad=True)
+    boxes = _boxes(2, 40, 11, 15, box_scale)
+    ours = separable_roi_align(feat, boxes, (7, 7), 1.0, sampling_ratio,
+                               aligned)
+    feat_gpu = feat.detach().cuda().requires_grad_(True)
+    ref = batched_roi_align(feat_gpu, boxes.cuda(), (7, 7), 1.0,
+                            sampling_ratio, aligned, impl='mmcv')
+    torch.testing.assert_close(
+        ref.cpu(), ours.flatten(0, 1), rtol=0, atol=1e-12)
+    grad_out = torch.randn(ref.shape, dtype=ref.dtype)
+    (g_ours, ) = torch.autograd.grad(
+        (ours.flatten(0, 1) * grad_out).sum(), feat)
+    (g_ref, ) = torch.autograd.grad((ref * grad_out.cuda()).sum(), feat_gpu)
+    torch.testing.assert_close(g_ref.cpu(), g_ours, rtol=0, atol=1e-11)
+
+
+def test_auto_dispatch_uses_mmcv_on_cuda(monkeypatch):
+    import mmcv.ops
+    calls = []
+    real = mmcv.ops.roi_align
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].device)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mmcv.ops, 'roi_align', spy)
+    feat = torch.randn(1, 4, 8, 9, device='cuda')
+    boxes = torch.tensor([[[1., 1., 6., 5.]]], device='cuda')
+    batched_roi_align(feat, boxes, impl='auto')
+    assert calls == [feat.device]
+    batched_roi_align(feat.cpu(), boxes.cpu(), impl='auto')
+    assert len(calls) == 1  # CPU: the separable form, not the op
+
+
+def test_point_sample_on_cuda_equals_cpu():
+    torch.manual_seed(1)
+    feat = torch.randn(2, 5, 9, 14, dtype=torch.float64, requires_grad=True)
+    boxes = _boxes(2, 30, 9, 14, 0.6)
+    points = (torch.rand(2, 30, 6, 2, dtype=torch.float64) * 2 -
+              1).requires_grad_(True)
+    ours = roi_point_sample(feat, boxes, points)
+    inputs = [t.detach().cuda().requires_grad_(True) for t in (feat, points)]
+    gpu = roi_point_sample(inputs[0], boxes.cuda(), inputs[1])
+    torch.testing.assert_close(gpu.cpu(), ours, rtol=0, atol=1e-12)
+    grad_out = torch.randn(ours.shape, dtype=ours.dtype)
+    grads = torch.autograd.grad((ours * grad_out).sum(), [feat, points])
+    grads_gpu = torch.autograd.grad((gpu * grad_out.cuda()).sum(), inputs)
+    for g_gpu, g_cpu in zip(grads_gpu, grads):
+        torch.testing.assert_close(g_gpu.cpu(), g_cpu, rtol=0, atol=1e-11)
+
+
+@pytest.mark.parametrize('point_sampling', ['direct', 'roi'])
+def test_aligner_on_cuda_equals_cpu(point_sampling):
+    """Same module, same inputs: mmcv's CUDA op (auto) and the CPU
+    separable form give the same outputs and gradients (float64)."""
+    torch.manual_seed(0)
+    aligner = SemanticsAligner(
+        embed_dims=32, reduced_dims=8, mlp_dims=(32, 32, 32),
+        with_smca=True, point_sampling=point_sampling)
+    aligner.init_weights()
+    torch.nn.init.normal_(aligner.point2[-1].weight, std=0.3)
+    aligner = aligner.double()
+    query = torch.randn(2, 20, 32, dtype=torch.float64)
+    memory = torch.randn(2, 32, 9, 13, dtype=torch.float64)
+    boxes = torch.cat([torch.rand(2, 20, 2), torch.rand(2, 20, 2) * 0.9 +
+                       0.05], -1).double()
+    valid = torch.tensor([[13., 9.], [9., 7.]], dtype=torch.float64)
+
+    def run(module, device):
+        inputs = [t.to(device).requires_grad_(True) for t in (query, memory)]
+        out = module(inputs[0], inputs[1], boxes.to(device), valid.to(device))
+        loss = sum((v * (i + 1)).sin().sum()
+                   for i, v in enumerate(out.values()))
+        grads = torch.autograd.grad(loss, inputs + list(module.parameters()))
+        return {k: v.cpu() for k, v in out.items()}, [g.cpu() for g in grads]
+
+    out_cpu, grads_cpu = run(aligner, 'cpu')
+    out_gpu, grads_gpu = run(copy.deepcopy(aligner).cuda(), 'cuda')
+    for key in out_cpu:
+        torch.testing.assert_close(out_gpu[key], out_cpu[key], rtol=0,
+                                   atol=1e-10)
+    for g_gpu, g_cpu in zip(grads_gpu, grads_cpu):
+        torch.testing.assert_close(g_gpu, g_cpu, rtol=1e-9, atol=1e-9)
+
+
+def _packed(model, device):
+    from mmdet.testing import demo_mm_inputs
+    torch.manual_seed(3)
+    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 100, 130]],
+                            num_classes=4)
+    model.to(device)
+    return model.data_preprocessor(packed, True)
+
+
+@pytest.mark.parametrize('with_smca', [False, True])
+def test_detector_losses_and_gradients_on_cuda_equal_cpu(with_smca):
+    """A padded batch of two sizes through the whole tiny detector: mmcv's
+    CUDA RoIAlign and focal loss give the CPU path's losses and gradients
+    (float32, TF32 off)."""
+    from mmdet.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(with_smca=with_smca))
+    model.init_weights()
+    results = {}
+    for device in ('cpu', 'cuda'):
+        net = copy.deepcopy(model)
+        data = _packed(net, device)
+        losses = net(**data, mode='loss')
+        sum(losses.values()).backward()
+        results[device] = (
+            {k: v.item() for k, v in losses.items()},
+            {n: p.grad.cpu() for n, p in net.named_parameters()
+             if p.grad is not None})
+    (loss_cpu, grad_cpu), (loss_gpu, grad_gpu) = results['cpu'], \
+        results['cuda']
+    assert loss_gpu.keys() == loss_cpu.keys()
+    for key in loss_cpu:
+        assert loss_gpu[key] == pytest.approx(loss_cpu[key], rel=1e-4,
+                                              abs=1e-6), key
+    assert grad_gpu.keys() == grad_cpu.keys()
+    for name in grad_cpu:
+        err = (grad_gpu[name] - grad_cpu[name]).norm()
+        assert err <= 1e-3 * grad_cpu[name].norm() + 1e-6, name
+
+
+def test_predict_on_cuda_equals_cpu():
+    from mmdet.registry import MODELS
+    torch.manual_seed(0)
+    model = MODELS.build(tiny_model_cfg(with_smca=True))
+    model.init_weights()
+    model.eval()
+    preds = {}
+    for device in ('cpu', 'cuda'):
+        net = copy.deepcopy(model)
+        data = _packed(net, device)
+        data = net.data_preprocessor(
+            dict(inputs=[i for i in data['inputs']],
+                 data_samples=data['data_samples']), False)
+        with torch.no_grad():
+            preds[device] = [
+                r.pred_instances.cpu()
+                for r in net(**data, mode='predict')
+            ]
+    for gpu, cpu in zip(preds['cuda'], preds['cpu']):
+        torch.testing.assert_close(gpu.scores, cpu.scores, rtol=1e-4,
+                                   atol=1e-5)
+        torch.testing.assert_close(gpu.bboxes, cpu.bboxes, rtol=1e-4,
+                                   atol=1e-3)
+        torch.testing.assert_close(gpu.salient_points, cpu.salient_points,
+                                   rtol=1e-4, atol=1e-3)
+
+
+RECORD_HOOK = '''
+import json, os
+import torch.distributed as dist
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class RecordDistributedSetup(Hook):
+
+    def before_train(self, runner):
+        param = next(runner.model.parameters())
+        with open(os.environ['RECORD_TO'], 'w') as f:
+            json.dump(dict(backend=dist.get_backend(),
+                           runner=type(runner).__name__,
+                           wrapper=type(runner.model).__name__,
+                           device=str(param.device)), f)
+'''
+
+
+def test_dist_train_sh_keeps_nccl_on_gpu(tmp_path):
+    """mmdet's stock dist_train.sh on a GPU machine: the package's runner
+    leaves mmengine's NCCL + CUDA DDP path alone."""
+    import json
+
+    from mmdet_samdetr.datasets import generate_toy_dataset
+    from test_runner import write_config
+    data = tmp_path / 'toy'
+    generate_toy_dataset(str(data), num_train=8, num_val=4, img_size=64,
+                         seed=1)
+    (tmp_path / 'record_hook.py').write_text(RECORD_HOOK)
+    cfg = write_config(tmp_path, data, epochs=1)
+    with open(cfg, 'a') as f:
+        f.write("custom_imports = dict(imports=['mmdet_samdetr', "
+                "'record_hook'], allow_failed_imports=False)\n"
+                "custom_hooks = [dict(type='RecordDistributedSetup')]\n")
+    import mmdet
+    tools = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
+    record = tmp_path / 'record.json'
+    env = dict(os.environ, PORT='29617', RECORD_TO=str(record),
+               PYTHONPATH=os.pathsep.join(
+                   [str(tmp_path), REPO,
+                    os.environ.get('PYTHONPATH', '')]),
+               PATH=osp.dirname(sys.executable) + os.pathsep +
+               os.environ['PATH'])
+    work = tmp_path / 'work'
+    out = subprocess.run(
+        ['bash', osp.join(tools, 'dist_train.sh'), cfg, '1',
+         '--work-dir', str(work)],
+        env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    seen = json.loads(record.read_text())
+    assert seen == dict(backend='nccl', runner='CPUDDPRunner',
+                        wrapper='MMDistributedDataParallel',
+                        device='cuda:0'), seen
+    assert (work / 'epoch_1.pth').exists()
+    assert glob.glob(str(work / '*' / '*.log'))
