@@ -132,6 +132,12 @@ def measure_one(name, args):
             _sync(args.device)
             runs.append(time.perf_counter() - start)
         times[label] = statistics.median(runs)
+    if args.flops:
+        from torch.utils.flop_counter import FlopCounterMode
+        for label in ('train', 'infer'):
+            with FlopCounterMode(display=False) as counter:
+                jobs[label]()
+            times[label + '_flops'] = counter.get_total_flops()
     return times
 
 
@@ -149,10 +155,13 @@ def measure_all(args):
         str(args.repeat)
     ] + (['--threads', str(args.threads)] if args.threads else [])
     rounds = {name: [] for name in args.models}
+    flops = {}
     for round_id in range(args.rounds):
         for name in args.models:
+            count = [] if args.flops and round_id == 0 else ['--no-flops']
             proc = subprocess.run(
-                [sys.executable, __file__, '--worker', name, *forwarded],
+                [sys.executable, __file__, '--worker', name, *forwarded,
+                 *count],
                 capture_output=True, text=True)
             lines = [
                 line for line in proc.stdout.splitlines()
@@ -163,6 +172,9 @@ def measure_all(args):
                                    f'(exit {proc.returncode}):\n'
                                    f'{proc.stderr[-3000:]}')
             times = json.loads(lines[-1][len(_RESULT):])
+            for label in ('train', 'infer'):
+                if label + '_flops' in times:
+                    flops[name, label] = times.pop(label + '_flops')
             rounds[name].append(times)
             print(f'round {round_id + 1}: {name:24s} train step '
                   f'{times["train"] * 1e3:8.1f} ms   inference '
@@ -174,13 +186,16 @@ def measure_all(args):
                 print(f'{name:24s} train / ConditionalDETR per round: ' +
                       ' '.join(f'{t["train"] / b["train"]:.2f}'
                                for t, b in zip(runs, base)))
-    return {
+    results = {
         name: {
             label: statistics.median(t[label] for t in runs)
             for label in ('train', 'infer')
         }
         for name, runs in rounds.items()
     }
+    for (name, label), count in flops.items():
+        results[name][label + '_flops'] = count
+    return results
 
 
 def main(argv=None):
@@ -195,6 +210,8 @@ def main(argv=None):
                         help='torch CPU threads (default: torch default)')
     parser.add_argument('--rounds', type=int, default=2,
                         help='processes per model, taken in turns')
+    parser.add_argument('--no-flops', dest='flops', action='store_false',
+                        help='skip counting the operations of a step')
     parser.add_argument('--worker', choices=list(MODELS_UNDER_TEST),
                         help=argparse.SUPPRESS)
     parser.add_argument('--models', nargs='+',
@@ -221,8 +238,12 @@ def main(argv=None):
     results = measure_all(args)
     print()
     for name, times in results.items():
-        print(f'{name:24s} train step {times["train"] * 1e3:8.1f} ms   '
-              f'inference {times["infer"] * 1e3:8.1f} ms')
+        line = (f'{name:24s} train step {times["train"] * 1e3:8.1f} ms   '
+                f'inference {times["infer"] * 1e3:8.1f} ms')
+        if 'train_flops' in times:
+            line += (f'   {times["train_flops"] / 1e9:7.1f} / '
+                     f'{times["infer_flops"] / 1e9:6.1f} GFLOP')
+        print(line)
     print('\nratios (row / column):')
     bases = [b for b in ('ConditionalDETR', 'DETR') if b in results]
     print(f'{"":24s} ' + ' '.join(f'{"train/" + b:>22s} {"infer/" + b:>22s}'
@@ -233,6 +254,14 @@ def main(argv=None):
         print(f'{name:24s} ' + ' '.join(
             f'{times["train"] / results[b]["train"]:22.2f} '
             f'{times["infer"] / results[b]["infer"]:22.2f}' for b in bases))
+        if 'train_flops' in times:
+            print(f'{"  operations (GFLOP)":24s} ' + ' '.join(
+                f'{times["train_flops"] / results[b]["train_flops"]:22.2f} '
+                f'{times["infer_flops"] / results[b]["infer_flops"]:22.2f}'
+                for b in bases))
+    if 'SAM-DETR/mmcv-RoIAlign' in results and args.flops:
+        print('(SAM-DETR/mmcv-RoIAlign: RoIAlign and grid_sample are not '
+              'counted as operations)')
 
 
 if __name__ == '__main__':

@@ -8,7 +8,10 @@ the memory): the SAM-DETR decoder layer and its Semantics Aligner,
 cross-attention (with and without the query projections folded into the
 key), self-attention and FFN; a ConditionalDETR decoder layer (mmdet's
 6-layer decoder divided by 6); and a large matrix product for the machine's
-peak. Medians of ``--repeat`` runs in one process, CPU.
+peak. Medians of ``--repeat`` runs in one process, CPU. Each row also gives
+its multiply-accumulates (matrix products, forward and backward, counted by
+``torch.utils.flop_counter``) and the rate they ran at, to compare with the
+peak.
 
     python tools/benchmark_layers.py [--size 16 20] [--repeat 10]
 """
@@ -33,6 +36,19 @@ def median_ms(fn, repeat, warmup=3):
         fn()
         runs.append(time.perf_counter() - start)
     return statistics.median(runs) * 1e3
+
+
+def gmac(fn):
+    """Multiply-accumulates (1e9) of the matrix products of one call."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 2e9
+
+
+def report(name, ms, macs):
+    print(f'{name:46s} {ms:8.1f} ms {macs:7.2f} GMAC '
+          f'{macs / ms * 1e3:6.0f} GMAC/s')
 
 
 def main(argv=None):
@@ -123,13 +139,12 @@ def main(argv=None):
         ('  FFN', ffn),
     ]
     for name, fn in rows:
-        print(f'{name:46s} {median_ms(fn, args.repeat):8.1f} ms')
-    per_layer = median_ms(cond_decoder, args.repeat) / cond.num_layers
-    print(f'{"ConditionalDETR decoder layer (6 layers / 6)":46s} '
-          f'{per_layer:8.1f} ms')
-    gemm = median_ms(lambda: big @ big, args.repeat)
-    print(f'{"2048^3 matrix product (peak)":46s} {gemm:8.1f} ms = '
-          f'{2048**3 / gemm / 1e6:.0f} GMAC/s')
+        report(name, median_ms(fn, args.repeat), gmac(fn))
+    report('ConditionalDETR decoder layer (6 layers / 6)',
+           median_ms(cond_decoder, args.repeat) / cond.num_layers,
+           gmac(cond_decoder) / cond.num_layers)
+    report('2048^3 matrix product (peak)',
+           median_ms(lambda: big @ big, args.repeat), gmac(lambda: big @ big))
 
 
 if __name__ == '__main__':
