@@ -99,21 +99,17 @@ def draw_predictions(model, dataset, out_file: str, num_images: int = 8,
         for box, label, score, points in zip(
                 inst.bboxes[keep].tolist(), inst.labels[keep].tolist(),
                 inst.scores[keep].tolist(), inst.salient_points[keep]):
-            colour = COLOURS[label % len(COLOURS)]
             x1, y1, x2, y2 = [int(v * scale) for v in box]
-            cv2.rectangle(img, (x1, y1), (x2, y2), (255, 255, 255), 3)
-            cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
-            for x, y in points.tolist():
-                cv2.circle(img, (int(x * scale), int(y * scale)), 4,
-                           (255, 255, 255), -1)
-                cv2.circle(img, (int(x * scale), int(y * scale)), 3, colour,
-                           -1)
-            cv2.putText(img, f'{classes[label]} {score:.2f}', (x1 + 2,
-                                                               y1 + 14),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 2)
-            cv2.putText(img, f'{classes[label]} {score:.2f}', (x1 + 2,
-                                                               y1 + 14),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1)
+            text = f'{classes[label]} {score:.2f}'
+            # a white outline first, then the class colour on top
+            for colour, extra in (((255, 255, 255), 1),
+                                  (COLOURS[label % len(COLOURS)], 0)):
+                cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2 + extra)
+                for x, y in points.tolist():
+                    cv2.circle(img, (int(x * scale), int(y * scale)),
+                               3 + extra, colour, -1)
+                cv2.putText(img, text, (x1 + 2, y1 + 14),
+                            cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1 + extra)
         tiles.append(img)
     rows = [np.concatenate(tiles[r:r + 4], 1) for r in range(0, len(tiles), 4)]
     cv2.imwrite(out_file, np.concatenate(rows, 0))

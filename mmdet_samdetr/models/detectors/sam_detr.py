@@ -8,6 +8,7 @@ from mmdet.models.detectors import DETR
 from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList, SampleList
+from mmdet.structures.bbox import get_box_tensor
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
@@ -76,8 +77,7 @@ class SAMDETR(DETR):
         non-finite coordinates raise ``ValueError`` naming the image.
         """
         gt = sample.gt_instances
-        boxes = gt.bboxes
-        boxes = boxes.tensor if hasattr(boxes, 'tensor') else boxes
+        boxes = get_box_tensor(gt.bboxes)
         if boxes.numel() == 0:
             return
         name = sample.metainfo.get('img_path',
@@ -91,10 +91,10 @@ class SAMDETR(DETR):
         clipped = torch.minimum(boxes.clamp(min=0), limit)
         keep = ((clipped[:, 2] > clipped[:, 0]) &
                 (clipped[:, 3] > clipped[:, 1]))
-        if hasattr(gt.bboxes, 'tensor'):
-            gt.bboxes.tensor = clipped
-        else:
+        if isinstance(gt.bboxes, Tensor):
             gt.bboxes = clipped
+        else:
+            gt.bboxes.tensor = clipped
         if not keep.all():
             dropped = (~keep).nonzero()[:, 0].tolist()
             print_log(

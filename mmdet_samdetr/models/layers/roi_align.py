@@ -224,9 +224,9 @@ def roi_point_sample(feat: Tensor,
                      weight_y)  # (B*N, M, H)
     cols = torch.bmm(_bilinear_taps(points[..., 0], output_size[1]),
                      weight_x)  # (B*N, M, W)
-    weights = (rows[..., :, None] * cols[..., None, :]).view(
+    point_maps = (rows[..., :, None] * cols[..., None, :]).view(
         bs, num_boxes * num_points, height * width)
-    out = torch.bmm(weights, feat.flatten(2).transpose(1, 2))
+    out = torch.bmm(point_maps, feat.flatten(2).transpose(1, 2))
     return out.view(bs, num_boxes, num_points, channels)
 
 
