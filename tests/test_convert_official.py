@@ -8,19 +8,24 @@ import pytest
 import torch
 from mmdet.registry import MODELS
 
-from conftest import REPO, SPECS, load_model_cfg
+from conftest import REPO, load_model_cfg
 from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint
 from mmdet_samdetr.utils.convert_official import COCO80_CATEGORY_IDS
 
-LISTINGS = osp.join(SPECS, 'official_state_dict')
-# The official key listings live in ../shared/specs beside the checkout.
-pytestmark = pytest.mark.skipif(
-    not osp.isdir(LISTINGS), reason=f'{LISTINGS} not found')
+# `key shape` listings of the official state dicts (see the README there)
+LISTINGS = osp.join(REPO, 'tests', 'data', 'official_state_dict')
+# listing: (config, multi-scale, with GroupNorm, with SMCA)
 CASES = {
-    'ss_e12.txt': ('sam_detr/sam-detr_r50_4xb4-12e_coco.py', True, False),
-    'ss_e50.txt': ('sam_detr/sam-detr_r50_4xb4-50e_coco.py', False, False),
+    'ss_e12.txt':
+    ('sam_detr/sam-detr_r50_4xb4-12e_coco.py', False, True, False),
+    'ss_e50.txt':
+    ('sam_detr/sam-detr_r50_4xb4-50e_coco.py', False, False, False),
     'ss_smca_e12.txt':
-    ('sam_detr/sam-detr-smca_r50_4xb4-12e_coco.py', True, True),
+    ('sam_detr/sam-detr-smca_r50_4xb4-12e_coco.py', False, True, True),
+    'ms_e12.txt':
+    ('sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py', True, True, False),
+    'ms_smca_e12.txt':
+    ('sam_detr_pp/sam-detr-pp-smca_r50_8xb2-12e_coco.py', True, True, True),
 }
 
 
@@ -48,13 +53,14 @@ def case(request):
 
 @pytest.mark.parametrize('num_classes', [80, 91])
 def test_converted_checkpoint_loads_strictly(case, num_classes):
-    listing, (config, with_gn, with_smca) = case
+    listing, (config, multiscale, with_gn, with_smca) = case
     official = synthetic_state_dict(listing)
     converted = convert_checkpoint(dict(model=official, epoch=11),
                                    num_classes)
     meta = converted['meta']
-    assert (meta['with_gn'], meta['with_smca']) == (with_gn, with_smca)
-    assert osp.basename(config) in meta['config']
+    assert (meta['multiscale'], meta['with_gn'],
+            meta['with_smca']) == (multiscale, with_gn, with_smca)
+    assert config in meta['config']
     cfg = load_model_cfg(config)
     cfg.bbox_head.num_classes = num_classes
     model = MODELS.build(cfg)
@@ -62,12 +68,32 @@ def test_converted_checkpoint_loads_strictly(case, num_classes):
     assert not result.missing_keys and not result.unexpected_keys
     # values land where they belong
     ours = model.state_dict()
+    official_names = {
+        'point1.0': 'reduce_conv',
+        'point2.6': 'point_predictor.6',
+        'attn1': 'content_gate',
+        'attn2': 'position_gate'
+    }
+    for official_name, name in official_names.items():
+        torch.testing.assert_close(
+            ours[f'decoder.layers.3.semantics_aligner.{name}.weight'],
+            official[f'transformer.decoder.layers.3.{official_name}.weight'])
     torch.testing.assert_close(
-        ours['decoder.layers.3.semantics_aligner.point2.6.weight'],
-        official['transformer.decoder.layers.3.point2.6.weight'])
-    torch.testing.assert_close(
-        ours['encoder.layers.2.self_attn.attn.in_proj_weight'],
-        official['transformer.encoder.layers.2.self_attn.in_proj_weight'])
+        ours['bbox_head.reg_branches.2.4.bias'],
+        official['bbox_embed.2.layers.2.bias'])
+    if multiscale:
+        torch.testing.assert_close(ours['level_embed'],
+                                   official['transformer.level_embed'])
+        for name in ('sampling_offsets.bias', 'value_proj.weight'):
+            torch.testing.assert_close(
+                ours[f'encoder.layers.2.self_attn.{name}'],
+                official[f'transformer.encoder.layers.2.self_attn.{name}'])
+        torch.testing.assert_close(ours['neck.convs.1.gn.weight'],
+                                   official['input_proj.1.1.weight'])
+    else:
+        torch.testing.assert_close(
+            ours['encoder.layers.2.self_attn.attn.in_proj_weight'],
+            official['transformer.encoder.layers.2.self_attn.in_proj_weight'])
     torch.testing.assert_close(
         ours['decoder.layers.5.self_attn.kpos_proj.bias'],
         official['transformer.decoder.layers.5.sa_kpos_proj.bias'])
@@ -86,9 +112,26 @@ def test_coco80_ids_are_the_mmdet_order():
     assert 12 not in COCO80_CATEGORY_IDS and 90 in COCO80_CATEGORY_IDS
 
 
-def test_refuses_multiscale_and_unknown_layouts():
-    with pytest.raises(UnknownLayoutError, match='multi-scale'):
-        convert_checkpoint(dict(model=synthetic_state_dict('ms_e12.txt')))
+def test_refuses_unknown_layouts():
+    state = synthetic_state_dict('ms_e12.txt')
+    state['input_proj.3.0.weight'] = torch.zeros(256, 2048, 1, 1)
+    with pytest.raises(UnknownLayoutError, match='4 input projections'):
+        convert_checkpoint(dict(model=state))
+    state = synthetic_state_dict('ms_e12.txt')
+    for level in range(3):
+        del state[f'input_proj.{level}.1.weight']
+        del state[f'input_proj.{level}.1.bias']
+    with pytest.raises(UnknownLayoutError, match='without GroupNorm'):
+        convert_checkpoint(dict(model=state))
+    state = synthetic_state_dict('ss_e12.txt')
+    state['input_proj.1.0.weight'] = torch.zeros(256, 1024, 1, 1)
+    with pytest.raises(UnknownLayoutError, match='not an official'):
+        convert_checkpoint(dict(model=state))
+    state = synthetic_state_dict('ms_smca_e12.txt')
+    state['transformer.encoder.layers.0.self_attn.extra.weight'] = \
+        torch.zeros(1)
+    with pytest.raises(UnknownLayoutError, match='extra'):
+        convert_checkpoint(dict(model=state))
     state = synthetic_state_dict('ss_e50.txt')
     state['transformer.decoder.layers.0.extra_gate.weight'] = torch.zeros(1)
     with pytest.raises(UnknownLayoutError, match='extra_gate'):
@@ -112,7 +155,14 @@ def test_cli_reports_and_refuses(tmp_path):
     assert out.returncode == 0, out.stderr
     assert 'SMCA=True' in out.stdout and 'sam-detr-smca' in out.stdout
     assert set(torch.load(dst, weights_only=False)) == {'state_dict', 'meta'}
-    torch.save(dict(model=synthetic_state_dict('ms_smca_e12.txt')), src)
+    state = synthetic_state_dict('ms_smca_e12.txt')
+    torch.save(dict(model=state), src)
     out = subprocess.run([sys.executable, tool, str(src), str(dst)],
                          capture_output=True, text=True)
-    assert out.returncode == 1 and 'multi-scale' in out.stderr
+    assert out.returncode == 0, out.stderr
+    assert 'sam_detr_pp/sam-detr-pp-smca_r50_8xb2-12e_coco.py' in out.stdout
+    del state['transformer.level_embed']
+    torch.save(dict(model=state), src)
+    out = subprocess.run([sys.executable, tool, str(src), str(dst)],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and 'not an official' in out.stderr

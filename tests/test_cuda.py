@@ -111,7 +111,7 @@ def test_aligner_on_cuda_equals_cpu(point_sampling):
         embed_dims=32, reduced_dims=8, mlp_dims=(32, 32, 32),
         with_smca=True, point_sampling=point_sampling)
     aligner.init_weights()
-    torch.nn.init.normal_(aligner.point2[-1].weight, std=0.3)
+    torch.nn.init.normal_(aligner.point_predictor[-1].weight, std=0.3)
     aligner = aligner.double()
     query = torch.randn(2, 20, 32, dtype=torch.float64)
     memory = torch.randn(2, 32, 9, 13, dtype=torch.float64)

@@ -5,9 +5,8 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmdet.testing import demo_mm_inputs
-from mmengine.structures import InstanceData
 
-from conftest import tiny_model_cfg
+from conftest import det_sample, tiny_model_cfg
 
 
 def _model(with_smca=False, **kwargs):
@@ -17,23 +16,10 @@ def _model(with_smca=False, **kwargs):
     return model
 
 
-def _sample(size=(96, 112), boxes=None, labels=None):
-    h, w = size
-    sample = DetDataSample(
-        metainfo=dict(
-            img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.),
-            pad_shape=(h, w), batch_input_shape=(h, w)))
-    sample.gt_instances = InstanceData(
-        bboxes=torch.empty(0, 4) if boxes is None else torch.tensor(boxes),
-        labels=torch.empty(0, dtype=torch.long)
-        if labels is None else torch.tensor(labels))
-    return sample
-
-
 @pytest.mark.parametrize('with_smca', [False, True])
 def test_empty_gt_loss(with_smca):
     model = _model(with_smca)
-    losses = model.loss(torch.rand(1, 3, 96, 112), [_sample()])
+    losses = model.loss(torch.rand(1, 3, 96, 112), [det_sample()])
     assert len(losses) == 3 * 2  # 3 losses x 2 decoder layers
     for key, value in losses.items():
         if 'cls' in key:
@@ -45,7 +31,7 @@ def test_empty_gt_loss(with_smca):
 @pytest.mark.parametrize('with_smca', [False, True])
 def test_one_gt_loss(with_smca):
     model = _model(with_smca)
-    sample = _sample(boxes=[[23.6, 23.8, 88.6, 71.8]], labels=[2])
+    sample = det_sample(boxes=[[23.6, 23.8, 88.6, 71.8]], labels=[2])
     losses = model.loss(torch.rand(1, 3, 96, 112), [sample])
     for key, value in losses.items():
         assert value.item() > 0, key
@@ -55,11 +41,11 @@ def test_one_gt_loss(with_smca):
 def test_forward_and_predict():
     model = _model().eval()
     img = torch.rand(1, 3, 96, 112)
-    scores, boxes = model._forward(img, [_sample()])
+    scores, boxes = model._forward(img, [det_sample()])
     assert scores.shape == (2, 1, 10, 4) and boxes.shape == (2, 1, 10, 4)
     assert ((boxes >= 0) & (boxes <= 1)).all()
     with torch.no_grad():
-        result = model.predict(img, [_sample()], rescale=True)[0]
+        result = model.predict(img, [det_sample()], rescale=True)[0]
     pred = result.pred_instances
     assert pred.bboxes.shape == (10, 4) and pred.scores.shape == (10, )
     assert pred.salient_points.shape == (10, 8, 2)
@@ -71,15 +57,15 @@ def test_predicted_salient_points_match_queries_and_rescale():
     same pixel frame as its box."""
     model = _model().eval()
     img = torch.rand(1, 3, 96, 112)
-    sample = _sample()
+    sample = det_sample()
     sample.set_metainfo(dict(scale_factor=(2., 4.)))
     with torch.no_grad():
         heads = model.forward_transformer(model.extract_feat(img), [sample])
         pred = model.bbox_head.predict(
             **heads, batch_data_samples=[sample], rescale=True)[0]
-        scores, _ = model.bbox_head(heads['hidden_states'][-1:],
-                                    heads['references'][-1:])
-    query = scores[0, 0].sigmoid().flatten().topk(10).indices // 4
+        scores, _ = model.bbox_head(heads['hidden_states'],
+                                    heads['references'])
+    query = scores[-1, 0].sigmoid().flatten().topk(10).indices // 4
     expected = heads['salient_points'][-1, 0, query] * torch.tensor(
         [112., 96.]) / torch.tensor([2., 4.])
     torch.testing.assert_close(pred.salient_points, expected)
@@ -115,7 +101,7 @@ def test_result_of_an_image_does_not_depend_on_its_batch_mates():
         batch = torch.zeros(2, 3, 112, 128)
         batch[0, :, :80, :96] = a
         batch[1] = torch.rand(3, 112, 128)
-        samples = [_sample((80, 96)), _sample((112, 128))]
+        samples = [det_sample((80, 96)), det_sample((112, 128))]
         for s in samples:
             s.set_metainfo(dict(batch_input_shape=(112, 128)))
         with torch.no_grad():
@@ -129,7 +115,7 @@ def test_salient_points_inside_the_reference_boxes():
     model = _model().eval()
     with torch.no_grad():
         heads = model.forward_transformer(
-            model.extract_feat(torch.rand(1, 3, 96, 112)), [_sample()])
+            model.extract_feat(torch.rand(1, 3, 96, 112)), [det_sample()])
     refs = heads['references'][:, :, :, None]  # (L, bs, nq, 1, 4)
     points = heads['salient_points']
     lo = refs[..., :2] - refs[..., 2:] / 2
@@ -143,17 +129,17 @@ def test_salient_points_inside_the_reference_boxes():
 
 @pytest.mark.parametrize('with_smca', [False, True])
 def test_reference_boxes_learn_through_the_official_paths(with_smca):
-    """Spec trap 2: without SMCA, the learnable boxes get gradient only from
-    layer 0's box prediction (sine embeddings are no_grad, RoIAlign gives
-    none and later references are detached); SMCA's Gaussian adds a path
-    through the attention."""
+    """As in the official code: without SMCA, the learnable boxes get
+    gradient only from layer 0's box prediction (the official sine
+    embeddings run under no_grad, RoIAlign gives none and later references
+    are detached); SMCA's Gaussian adds a path through the attention."""
     model = _model(with_smca)
-    sample = _sample(boxes=[[23.6, 23.8, 88.6, 71.8]], labels=[2])
+    sample = det_sample(boxes=[[23.6, 23.8, 88.6, 71.8]], labels=[2])
     losses = model.loss(torch.rand(1, 3, 96, 112), [sample])
     last = losses['loss_cls'] + losses['loss_bbox'] + losses['loss_iou']
     grads = torch.autograd.grad(
         last, [model.query_embedding.weight] +
-        [layer.semantics_aligner.point2[-1].weight
+        [layer.semantics_aligner.point_predictor[-1].weight
          for layer in model.decoder.layers],
         allow_unused=True, retain_graph=True)
     ref_grad = grads[0]

@@ -34,7 +34,7 @@ def _inputs(bs=2, nq=20, dims=32, height=9, width=13):
 def test_points_lie_inside_their_boxes():
     aligner = _aligner()
     # Large last-layer weights push tanh towards +-1: the worst case.
-    nn.init.normal_(aligner.point2[-1].weight, std=10.)
+    nn.init.normal_(aligner.point_predictor[-1].weight, std=10.)
     query, memory, boxes, valid = _inputs()
     points = aligner(query, memory, boxes, valid)['points']
     xyxy = bbox_cxcywh_to_xyxy(boxes)[:, :, None]
@@ -47,8 +47,8 @@ def test_points_lie_inside_their_boxes():
 
 def test_zero_offsets_give_box_centre_and_centre_feature():
     aligner = _aligner()
-    nn.init.zeros_(aligner.point2[-1].weight)
-    nn.init.zeros_(aligner.point2[-1].bias)
+    nn.init.zeros_(aligner.point_predictor[-1].weight)
+    nn.init.zeros_(aligner.point_predictor[-1].bias)
     query, memory, boxes, valid = _inputs()
     out = aligner(query, memory, boxes, valid)
     torch.testing.assert_close(out['points'],
@@ -57,34 +57,36 @@ def test_zero_offsets_give_box_centre_and_centre_feature():
     from mmdet_samdetr.models.layers import batched_roi_align
     pix = bbox_cxcywh_to_xyxy(boxes) * valid.repeat(1, 2)[:, None]
     roi = batched_roi_align(memory, pix).view(2, 20, 32, 7, 7)
-    gate = aligner.attn1(query).sigmoid().view(2, 20, 8, 32)
+    gate = aligner.content_gate(query).sigmoid().view(2, 20, 8, 32)
     expected = roi[..., 3, 3][:, :, None] * gate
     torch.testing.assert_close(out['content'], expected)
 
 
 def test_default_init_is_the_official_effective_one():
-    """point2's last weight is not zero (xavier wins, spec trap 1) once the
-    detector initializes, but its bias is."""
+    """The point MLP's last weight is not zero once the detector
+    initializes (the official xavier reset overrides the official zero
+    init), but its bias is."""
     aligner = _aligner()
-    assert aligner.point2[-1].bias.abs().max() == 0
+    assert aligner.point_predictor[-1].bias.abs().max() == 0
 
 
 def test_gradients_follow_the_official_paths():
     """The points learn only through grid_sample (the sine embedding is
-    no_grad): content and SMCA scales give point2 a gradient, the position
+    no_grad): content and SMCA scales give the point MLP a gradient, the
+    position
     embedding does not; no gradient reaches the boxes through RoIAlign."""
     aligner = _aligner()
     query, memory, boxes, valid = _inputs()
     boxes.requires_grad_(True)
     out = aligner(query, memory, boxes, valid)
     (g_point, g_box) = torch.autograd.grad(
-        out['position'].sum(), [aligner.point2[-1].weight, boxes],
+        out['position'].sum(), [aligner.point_predictor[-1].weight, boxes],
         allow_unused=True)
     assert g_point is None or g_point.abs().max() == 0
     assert g_box is None or g_box.abs().max() == 0
     out = aligner(query, memory, boxes, valid)
     (g_point, g_box) = torch.autograd.grad(
-        out['content'].sum(), [aligner.point2[-1].weight, boxes],
+        out['content'].sum(), [aligner.point_predictor[-1].weight, boxes],
         allow_unused=True)
     assert g_point.abs().max() > 0
     assert g_box is None or g_box.abs().max() == 0
@@ -154,36 +156,52 @@ def test_cross_attention_shares_one_key_for_all_heads(keys):
         torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-11)
 
 
+def test_auto_sampling_never_needs_more_memory_than_the_official_path():
+    """'auto' samples directly only while the (nq * M, H * W) weight map is
+    no larger than the (nq, d, 7, 7) RoI features of the two-step path."""
+    aligner = SemanticsAligner(embed_dims=256, num_points=8)
+    assert aligner.sampling_path(25, 42) == 'direct'  # 800x1333, stride 32
+    assert aligner.sampling_path(50, 84) == 'roi'  # stride 16 (C4, DC5)
+    assert aligner.sampling_path(100, 167) == 'roi'  # stride 8 (C3)
+    assert aligner.sampling_path(28, 56) == 'direct'  # 8 * 1568 = 256 * 49
+    assert aligner.sampling_path(28, 57) == 'roi'
+    aligner.point_sampling = 'direct'
+    assert aligner.sampling_path(100, 167) == 'direct'
+
+
 def test_unknown_point_sampling_is_refused():
     with pytest.raises(ValueError, match='point_sampling'):
         SemanticsAligner(embed_dims=32, point_sampling='dense')
 
 
-@pytest.mark.parametrize('point_sampling', ['direct', 'roi'])
+@pytest.mark.parametrize('point_sampling', ['direct', 'roi', 'auto'])
 def test_aligner_equals_the_official_two_step_computation(point_sampling):
-    """Folding point1's 1x1 conv in front of RoIAlign and (``'direct'``)
+    """Folding the 1x1 conv in front of RoIAlign and (``'direct'``)
     sampling the points straight from the map give the official
     RoIAlign -> conv -> MLP -> grid_sample result, values and gradients
     (to the memory, the query and every parameter)."""
     from mmdet_samdetr.models.layers import batched_roi_align
     aligner = _aligner().double()
     aligner.point_sampling = point_sampling
-    nn.init.normal_(aligner.point2[-1].weight, std=0.3)  # points spread
+    # points spread
+    nn.init.normal_(aligner.point_predictor[-1].weight, std=0.3)
     query, memory, boxes, valid = [t.double() for t in _inputs()]
     memory.requires_grad_(True)
     query.requires_grad_(True)
     out = aligner(query, memory, boxes, valid)['content']
     pix = bbox_cxcywh_to_xyxy(boxes) * valid.repeat(1, 2)[:, None]
     roi = batched_roi_align(memory, pix, impl='mmcv')
-    ref = aligner.point2(aligner.point1(roi).flatten(1))
+    ref = aligner.point_predictor(
+        torch.relu(aligner.reduce_conv(roi)).flatten(1))
     offsets = ref[:, :16].tanh().view(-1, 1, 8, 2)
     ref = torch.nn.functional.grid_sample(roi, offsets, align_corners=False)
-    ref = ref.view(2, 20, 32, 8).transpose(2, 3) * aligner.attn1(
+    ref = ref.view(2, 20, 32, 8).transpose(2, 3) * aligner.content_gate(
         query).sigmoid().view(2, 20, 8, 32)
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     grad_out = torch.randn(out.shape, dtype=out.dtype)
     inputs = [memory, query] + [
-        p for n, p in aligner.named_parameters() if not n.startswith('attn2')
+        p for n, p in aligner.named_parameters()
+        if not n.startswith('position_gate')
     ]
     grads = torch.autograd.grad((out * grad_out).sum(), inputs)
     grads_ref = torch.autograd.grad((ref * grad_out).sum(), inputs)

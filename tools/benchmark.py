@@ -1,14 +1,21 @@
 #!/usr/bin/env python
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""Training-step and inference time of SAM-DETR vs mmdet's DETRs.
+"""Training-step and inference time and peak memory of the SAM-DETR family
+vs mmdet's DETRs.
 
-Same ResNet-50 backbone, DETR encoder, input size and batch for all three;
-each model keeps its own decoder and query count (DETR 100, the others 300).
-A training step is forward + backward + AdamW step with gradient clipping.
-Each model runs in fresh processes, the models taking turns (see
-``measure_all``). Prints medians and ratios against ConditionalDETR and DETR.
+Same ResNet-50 backbone, input size and batch for all models; each keeps
+its own encoder, decoder and query count. Single-scale models (SAM-DETR,
+with DN on DC5) compare with mmdet's Conditional DETR and DETR (DETR
+encoder); multi-scale ones (SAM-DETR++, with DN) with mmdet's Deformable
+DETR and DINO, both on the same three levels C3-C5 as SAM-DETR++ (so the
+deformable encoders are identical). A training step is forward + backward +
+AdamW step with gradient clipping. Each model runs in fresh processes, the
+models taking turns (see ``measure_all``). Prints medians, ratios against
+the baselines and each process's peak memory (CPU: peak RSS of the process,
+model build included; CUDA: max allocated).
 
     python tools/benchmark.py                      # CPU, 512x640, batch 2
+    python tools/benchmark.py --models SAM-DETR++ DeformableDETR
     python tools/benchmark.py --device cuda --size 800 1333
 """
 import argparse
@@ -32,10 +39,33 @@ MODELS_UNDER_TEST = {
     # op on all channels, then grid_sample (for comparison)
     'SAM-DETR/mmcv-RoIAlign':
     'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
+    'SAM-DETR-DC5+DN':
+    'configs/sam_detr/sam-detr-dn_r50-dc5_8xb1-12e_coco.py',
+    'SAM-DETR++': 'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
+    'SAM-DETR++ +SMCA+DN':
+    'configs/sam_detr_pp/sam-detr-pp-smca-dn_r50_8xb2-12e_coco.py',
+    # SAM-DETR++ with a fixed point-sampling path on every level (the
+    # default 'auto' picks per level): 'roi' is the official computation
+    'SAM-DETR++/roi': 'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
+    'SAM-DETR++/direct':
+    'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
     'ConditionalDETR':
     'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
     'DETR': 'mmdet::detr/detr_r50_8xb2-150e_coco.py',
+    'DeformableDETR':
+    'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+    'DINO': 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
 }
+BASELINES = ('ConditionalDETR', 'DETR', 'DeformableDETR', 'DINO')
+
+
+def _three_levels(model_cfg):
+    """mmdet's Deformable DETR / DINO on C3-C5 (no extra stride-64 level),
+    as SAM-DETR++."""
+    model_cfg.num_feature_levels = 3
+    model_cfg.neck.num_outs = 3
+    model_cfg.encoder.layer_cfg.self_attn_cfg.num_levels = 3
+    model_cfg.decoder.layer_cfg.cross_attn_cfg.num_levels = 3
 
 
 def _config(path):
@@ -87,6 +117,11 @@ def build(name, path, args):
     if name.endswith('mmcv-RoIAlign'):
         cfg.model.decoder.layer_cfg.aligner_cfg.update(
             roi_align_impl='mmcv', point_sampling='roi')
+    if name.endswith(('/roi', '/direct')):
+        cfg.model.decoder.layer_cfg.aligner_cfg.update(
+            point_sampling=name.rpartition('/')[2])
+    if name in ('DeformableDETR', 'DINO'):
+        _three_levels(cfg.model)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(args.device)
     model.init_weights()
@@ -113,6 +148,14 @@ def build(name, path, args):
     return dict(train=train_step, infer=infer)
 
 
+def _peak_memory_mb(device):
+    """Peak memory so far: CUDA max allocated, or the process's peak RSS."""
+    if device.startswith('cuda'):
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure_one(name, args):
     """Median train-step and inference time of one model, in this process.
 
@@ -132,6 +175,7 @@ def measure_one(name, args):
             _sync(args.device)
             runs.append(time.perf_counter() - start)
         times[label] = statistics.median(runs)
+        times[label + '_peak_mb'] = _peak_memory_mb(args.device)
     if args.flops:
         from torch.utils.flop_counter import FlopCounterMode
         for label in ('train', 'infer'):
@@ -178,18 +222,22 @@ def measure_all(args):
             rounds[name].append(times)
             print(f'round {round_id + 1}: {name:24s} train step '
                   f'{times["train"] * 1e3:8.1f} ms   inference '
-                  f'{times["infer"] * 1e3:8.1f} ms', flush=True)
-    if 'ConditionalDETR' in rounds and args.rounds > 1:
-        base = rounds['ConditionalDETR']
-        for name, runs in rounds.items():
-            if name != 'ConditionalDETR':
-                print(f'{name:24s} train / ConditionalDETR per round: ' +
-                      ' '.join(f'{t["train"] / b["train"]:.2f}'
-                               for t, b in zip(runs, base)))
+                  f'{times["infer"] * 1e3:8.1f} ms   peak '
+                  f'{times["train_peak_mb"]:7.0f} MB', flush=True)
+    if args.rounds > 1:
+        for base_name in BASELINES:
+            if base_name not in rounds:
+                continue
+            base = rounds[base_name]
+            for name, runs in rounds.items():
+                if name not in BASELINES:
+                    print(f'{name:24s} train / {base_name} per round: ' +
+                          ' '.join(f'{t["train"] / b["train"]:.2f}'
+                                   for t, b in zip(runs, base)))
     results = {
         name: {
             label: statistics.median(t[label] for t in runs)
-            for label in ('train', 'infer')
+            for label in ('train', 'infer', 'train_peak_mb')
         }
         for name, runs in rounds.items()
     }
@@ -239,13 +287,14 @@ def main(argv=None):
     print()
     for name, times in results.items():
         line = (f'{name:24s} train step {times["train"] * 1e3:8.1f} ms   '
-                f'inference {times["infer"] * 1e3:8.1f} ms')
+                f'inference {times["infer"] * 1e3:8.1f} ms   peak (train) '
+                f'{times["train_peak_mb"]:7.0f} MB')
         if 'train_flops' in times:
             line += (f'   {times["train_flops"] / 1e9:7.1f} / '
                      f'{times["infer_flops"] / 1e9:6.1f} GFLOP')
         print(line)
     print('\nratios (row / column):')
-    bases = [b for b in ('ConditionalDETR', 'DETR') if b in results]
+    bases = [b for b in BASELINES if b in results]
     print(f'{"":24s} ' + ' '.join(f'{"train/" + b:>22s} {"infer/" + b:>22s}'
                                   for b in bases))
     for name, times in results.items():

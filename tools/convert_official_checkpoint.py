@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     meta = converted['meta']
     print(f'wrote {args.dst}: {len(converted["state_dict"])} tensors, '
           f'GroupNorm={meta["with_gn"]}, SMCA={meta["with_smca"]}, '
-          f'{meta["num_classes"]} classes\nuse with configs/sam_detr/'
+          f'{meta["num_classes"]} classes\nuse with configs/'
           f'{meta["config"]}')
     return 0
 

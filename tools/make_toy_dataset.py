@@ -13,6 +13,7 @@ import sys
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, REPO)
+sys.path.insert(0, osp.join(REPO, 'tools'))  # crop_pretrain
 
 TOY_CONFIG = osp.join(REPO, 'configs', 'sam_detr_toy',
                       'sam-detr_r18_1xb8-toy-shapes.py')
@@ -23,7 +24,7 @@ def make_toy_dataset(out: str, config: str = TOY_CONFIG, num_train=2000,
     from mmengine.config import Config
 
     from mmdet_samdetr.datasets import generate_toy_dataset
-    from mmdet_samdetr.engine.crop_pretrain import pretrain_backbone_on_crops
+    from crop_pretrain import pretrain_backbone_on_crops
     ann = osp.join(out, 'annotations', 'train.json')
     if force or not osp.isfile(ann):
         print(f'writing the toy dataset to {out} ...', flush=True)

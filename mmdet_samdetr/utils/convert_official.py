@@ -3,9 +3,9 @@
 
 Known layouts: single-scale R50 / R50-DC5 (DC5 has the same keys), with or
 without GroupNorm in the input projection (12 / 50 epochs), with or without
-SMCA. Multi-scale (``--multiscale``) checkpoints are refused until
-SAM-DETR++ lands. Any key the mapping does not know is an error: nothing
-is dropped silently.
+SMCA; multi-scale (the official ``--multiscale``, our SAM-DETR++), with or
+without SMCA. Any key the mapping does not know is an error: nothing is
+dropped silently.
 """
 import re
 from collections import OrderedDict
@@ -23,11 +23,18 @@ COCO80_CATEGORY_IDS = [
     85, 86, 87, 88, 89, 90
 ]
 
+# (multi-scale, with GroupNorm, with SMCA) -> config
 CONFIGS = {
-    (True, False): 'sam-detr_r50_4xb4-12e_coco.py (or the r50-dc5 12e)',
-    (False, False): 'sam-detr_r50_4xb4-50e_coco.py (or the r50-dc5 50e)',
-    (True, True): 'sam-detr-smca_r50_4xb4-12e_coco.py (or the r50-dc5 12e)',
-    (False, True): 'sam-detr-smca_r50_4xb4-50e_coco.py (or the r50-dc5 50e)',
+    (False, True, False):
+    'sam_detr/sam-detr_r50_4xb4-12e_coco.py (or the r50-dc5 12e)',
+    (False, False, False):
+    'sam_detr/sam-detr_r50_4xb4-50e_coco.py (or the r50-dc5 50e)',
+    (False, True, True):
+    'sam_detr/sam-detr-smca_r50_4xb4-12e_coco.py (or the r50-dc5 12e)',
+    (False, False, True):
+    'sam_detr/sam-detr-smca_r50_4xb4-50e_coco.py (or the r50-dc5 50e)',
+    (True, True, False): 'sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
+    (True, True, True): 'sam_detr_pp/sam-detr-pp-smca_r50_8xb2-12e_coco.py',
 }
 
 # Decoder/encoder layer modules: (official module regex, our template).
@@ -38,9 +45,10 @@ _DECODER = [
     (r'ca_(qpos|kpos)_sine_proj\.layers\.(\d)',
      r'cross_attn.\1_sine_proj.layers.\2'),
     (r'cross_attn\.out_proj', 'cross_attn.out_proj'),
-    (r'point1\.0', 'semantics_aligner.point1.0'),
-    (r'point2\.(\d)', r'semantics_aligner.point2.\1'),
-    (r'attn([12])', r'semantics_aligner.attn\1'),
+    (r'point1\.0', 'semantics_aligner.reduce_conv'),
+    (r'point2\.(\d)', r'semantics_aligner.point_predictor.\1'),
+    (r'attn1', 'semantics_aligner.content_gate'),
+    (r'attn2', 'semantics_aligner.position_gate'),
     (r'norm1', 'norms.0'),
     (r'norm2', 'norms.1'),
     (r'norm3', 'norms.2'),
@@ -50,6 +58,9 @@ _DECODER = [
 _ENCODER = [
     (r'self_attn', 'self_attn.attn'),  # in_proj_weight / in_proj_bias
     (r'self_attn\.out_proj', 'self_attn.attn.out_proj'),
+    # multi-scale: MSDeformAttn -> mmcv's MultiScaleDeformableAttention
+    (r'self_attn\.(sampling_offsets|attention_weights|value_proj|'
+     r'output_proj)', r'self_attn.\1'),
     (r'norm1', 'norms.0'),
     (r'norm2', 'norms.1'),
     (r'linear1', 'ffn.layers.0.0'),
@@ -77,20 +88,22 @@ def map_key(key: str) -> Optional[str]:
     m = re.fullmatch(r'backbone\.0\.body\.(.+)', key)
     if m:
         return 'backbone.' + m.group(1)
-    m = re.fullmatch(r'input_proj\.0\.0\.(weight|bias)', key)
+    m = re.fullmatch(r'input_proj\.(\d)\.([01])\.(weight|bias)', key)
     if m:
-        return 'neck.convs.0.conv.' + m.group(1)
-    m = re.fullmatch(r'input_proj\.0\.1\.(weight|bias)', key)
-    if m:
-        return 'neck.convs.0.gn.' + m.group(1)
+        level, module, param = m.groups()
+        return f'neck.convs.{level}.{("conv", "gn")[int(module)]}.{param}'
     if key == 'query_embed.weight':
         return 'query_embedding.weight'
+    if key == 'transformer.level_embed':
+        return 'level_embed'
     m = re.fullmatch(r'class_embed\.(\d+)\.(weight|bias)', key)
     if m:
         return f'bbox_head.cls_branches.{m.group(1)}.{m.group(2)}'
     m = re.fullmatch(r'bbox_embed\.(\d+)\.layers\.(\d)\.(weight|bias)', key)
     if m:
-        return 'bbox_head.reg_branches.{}.layers.{}.{}'.format(*m.groups())
+        # MLP layer j is entry 2j of the head's Sequential (ReLU between)
+        layer, fc, param = m.groups()
+        return f'bbox_head.reg_branches.{layer}.{2 * int(fc)}.{param}'
     for prefix, rules, ours in (('transformer.encoder.layers.', _ENCODER,
                                  'encoder.layers.'),
                                 ('transformer.decoder.layers.', _DECODER,
@@ -103,13 +116,23 @@ def map_key(key: str) -> Optional[str]:
     raise UnknownLayoutError(f'unknown key {key!r}')
 
 
-def detect_layout(state_dict: Dict[str, torch.Tensor]) -> Tuple[bool, bool]:
-    """(with GroupNorm, with SMCA) of a single-scale official state dict."""
-    if 'transformer.level_embed' in state_dict or any(
-            k.startswith('input_proj.1.') for k in state_dict):
+def detect_layout(
+        state_dict: Dict[str, torch.Tensor]) -> Tuple[bool, bool, bool]:
+    """(multi-scale, with GroupNorm, with SMCA) of an official state dict.
+    """
+    levels = sum(f'input_proj.{i}.0.weight' in state_dict for i in range(8))
+    multiscale = 'transformer.level_embed' in state_dict
+    if multiscale:
+        num_levels = state_dict['transformer.level_embed'].shape[0]
+        if levels != 3 or num_levels != 3:
+            raise UnknownLayoutError(
+                f'multi-scale checkpoint with {levels} input projections and '
+                f'{num_levels} level embeddings; the official SAM-DETR++ '
+                'has 3 of each (C3-C5)')
+    elif levels != 1:
         raise UnknownLayoutError(
-            'this is a multi-scale (SAM-DETR++ / --multiscale) checkpoint; '
-            'only single-scale R50 / R50-DC5 checkpoints are supported')
+            f'{levels} input projections without level embeddings: not an '
+            'official SAM-DETR layout')
     key = 'transformer.decoder.layers.0.point2.6.weight'
     if key not in state_dict:
         raise UnknownLayoutError(
@@ -119,7 +142,7 @@ def detect_layout(state_dict: Dict[str, torch.Tensor]) -> Tuple[bool, bool]:
         raise UnknownLayoutError(
             f'{key} has {num_out} outputs; expected 16 (8 points) or 32 '
             '(8 points + SMCA scales)')
-    return 'input_proj.0.1.weight' in state_dict, num_out == 32
+    return multiscale, 'input_proj.0.1.weight' in state_dict, num_out == 32
 
 
 def convert_state_dict(state_dict: Dict[str, torch.Tensor],
@@ -132,12 +155,16 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor],
             (rows selected by category id); 91 keeps the raw logits.
 
     Returns:
-        tuple: Our state dict and a description (``with_gn``, ``with_smca``,
-        ``config``).
+        tuple: Our state dict and a description (``multiscale``,
+        ``with_gn``, ``with_smca``, ``config``).
     """
     if num_classes not in (80, 91):
         raise ValueError(f'num_classes must be 80 or 91, got {num_classes}')
-    with_gn, with_smca = detect_layout(state_dict)
+    layout = detect_layout(state_dict)
+    if layout not in CONFIGS:
+        raise UnknownLayoutError(
+            'multi-scale checkpoint without GroupNorm in the input '
+            'projection: the official code always adds it')
     out = OrderedDict()
     unknown: List[str] = []
     for key, value in state_dict.items():
@@ -165,11 +192,13 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor],
         if key.startswith('backbone.') and key.endswith('.running_var'):
             out[key[:-len('running_var')] + 'num_batches_tracked'] = \
                 torch.tensor(0, dtype=torch.long)
+    multiscale, with_gn, with_smca = layout
     meta = dict(
+        multiscale=multiscale,
         with_gn=with_gn,
         with_smca=with_smca,
         num_classes=num_classes,
-        config=CONFIGS[(with_gn, with_smca)])
+        config=CONFIGS[layout])
     return out, meta
 
 

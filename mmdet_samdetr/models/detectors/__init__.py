@@ -1,4 +1,5 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 from .sam_detr import SAMDETR
+from .sam_detr_plus_plus import SAMDETRPlusPlus
 
-__all__ = ['SAMDETR']
+__all__ = ['SAMDETR', 'SAMDETRPlusPlus']

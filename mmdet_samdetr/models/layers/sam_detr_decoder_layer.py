@@ -16,7 +16,10 @@ from .semantics_aligner import SemanticsAligner
 
 def smca_gaussian_bias(points: Tensor, scales: Tensor, valid_sizes: Tensor,
                        spatial_shape: Tuple[int, int]) -> Tensor:
-    """SMCA logit bias centred on the salient points (spec §3).
+    """SMCA logit bias centred on the salient points.
+
+    As the official ``--smca`` decoder (``models/transformer_decoder.py`` of
+    ZhangGongjie/SAM-DETR), the constant 8 copied there from SMCA-DETR:
 
     ``G = -(s_x^2 (g_x - x_j - 0.5)^2 + s_y^2 (g_y - y_j - 0.5)^2) / 8`` with
     ``g`` the point in feature pixels of the valid region and ``(x_j, y_j)``

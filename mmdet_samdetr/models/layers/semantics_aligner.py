@@ -13,39 +13,53 @@ from torch import Tensor, nn
 from .roi_align import (batched_roi_align, roi_axis_weights,
                         roi_point_sample)
 
+POINT_SAMPLING = ('auto', 'direct', 'roi')
+
 
 @MODELS.register_module()
 class SemanticsAligner(BaseModule):
     """Resample decoder queries from the encoded image inside their boxes.
 
     For each query: RoIAlign the 2-D memory inside its reference box (7x7),
-    predict ``num_points`` salient points inside the box with a 1x1 ConvNet
-    and an MLP, bilinearly sample the RoI features at those points (one
-    feature per cross-attention head), gate them by the previous query
+    predict ``num_points`` salient points inside the box from the pooled
+    features (``reduce_conv``, a 1x1 conv, then ``point_predictor``, an MLP),
+    bilinearly sample the RoI features at those points (one feature per
+    cross-attention head), gate them by the previous query
     (``sigmoid(content_gate(query))``), and build the sine embedding of each
     point gated the same way (``position_gate``).
 
-    Module names follow the official code (``point1``, ``point2``, ``attn1``
-    and ``attn2`` there).
+    The official code (``models/transformer_decoder.py`` of
+    ZhangGongjie/SAM-DETR) names these modules ``point1``, ``point2``,
+    ``attn1`` and ``attn2``; ``tools/convert_official_checkpoint.py`` maps
+    them.
 
     Args:
         embed_dims (int): Query and memory channels ``d``. Defaults to 256.
         num_points (int): Salient points ``M`` per query, one per
             cross-attention head. Defaults to 8.
         roi_size (int): RoIAlign output size. Defaults to 7.
-        reduced_dims (int): Channels of the 1x1 ConvNet. Defaults to 64.
+        reduced_dims (int): Channels of the 1x1 conv. Defaults to 64.
         mlp_dims (tuple[int]): Hidden widths of the point MLP. Defaults to
             (256, 512, 512).
         with_smca (bool): Also predict a Gaussian scale ``(s_x, s_y)`` per
             point for SMCA. Defaults to False.
         roi_align_impl (str): See :func:`batched_roi_align`.
-        point_sampling (str): How the point features are read.
-            ``'direct'`` (default): :func:`roi_point_sample`, the exact
-            closed form of sampling the RoIAlign features at the points,
-            straight from the map; RoIAlign then pools only the ConvNet's
-            ``reduced_dims`` channels. ``'roi'``: the official two steps,
-            RoIAlign of all ``embed_dims`` channels, then ``grid_sample``.
-            Both give the same values and gradients up to float rounding.
+        point_sampling (str): How the point features are read; all give the
+            same values and gradients up to float rounding.
+
+            - ``'direct'``: :func:`roi_point_sample`, the exact closed form
+              of sampling the RoIAlign features at the points, straight from
+              the map; RoIAlign then pools only the conv's ``reduced_dims``
+              channels. Fewer operations, but one ``(nq * M, H * W)`` weight
+              map per image.
+            - ``'roi'``: the official two steps, RoIAlign of all
+              ``embed_dims`` channels, then ``grid_sample``; memory
+              ``nq * d * 7 * 7`` per image.
+            - ``'auto'`` (default): ``'direct'`` while its weight map is no
+              larger than the RoI features of ``'roi'``
+              (``M * H * W <= d * 7 * 7``), else ``'roi'``. So a large
+              (stride-8 or stride-16) level never needs more memory than
+              the official computation.
         init_cfg (dict, optional): Initialization config.
     """
 
@@ -57,7 +71,7 @@ class SemanticsAligner(BaseModule):
                  mlp_dims: tuple = (256, 512, 512),
                  with_smca: bool = False,
                  roi_align_impl: str = 'auto',
-                 point_sampling: str = 'direct',
+                 point_sampling: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
@@ -65,32 +79,39 @@ class SemanticsAligner(BaseModule):
         self.roi_size = roi_size
         self.with_smca = with_smca
         self.roi_align_impl = roi_align_impl
-        if point_sampling not in ('direct', 'roi'):
-            raise ValueError("point_sampling must be 'direct' or 'roi', got "
-                             f'{point_sampling!r}')
+        if point_sampling not in POINT_SAMPLING:
+            raise ValueError(f'point_sampling must be one of '
+                             f'{POINT_SAMPLING}, got {point_sampling!r}')
         self.point_sampling = point_sampling
-        self.point1 = nn.Sequential(
-            nn.Conv2d(embed_dims, reduced_dims, 1), nn.ReLU(inplace=True))
+        self.reduce_conv = nn.Conv2d(embed_dims, reduced_dims, 1)
         dims = (reduced_dims * roi_size * roi_size, ) + tuple(mlp_dims)
         layers = []
         for in_dims, out_dims in zip(dims[:-1], dims[1:]):
             layers += [nn.Linear(in_dims, out_dims), nn.ReLU(inplace=True)]
         out_per_point = 4 if with_smca else 2
         layers.append(nn.Linear(dims[-1], out_per_point * num_points))
-        self.point2 = nn.Sequential(*layers)
-        self.attn1 = nn.Linear(embed_dims, embed_dims * num_points)
-        self.attn2 = nn.Linear(embed_dims, embed_dims * num_points)
+        self.point_predictor = nn.Sequential(*layers)
+        self.content_gate = nn.Linear(embed_dims, embed_dims * num_points)
+        self.position_gate = nn.Linear(embed_dims, embed_dims * num_points)
 
     def init_weights(self) -> None:
         """Zero bias of the point predictor's last layer.
 
-        The official layer also zeroes its weight, but the transformer's
-        later xavier pass overrides that (spec §0, trap 1); the detector's
-        ``init_weights`` applies xavier to every matrix of the decoder, so
-        only the bias is set here.
+        The official layer also zeroes its weight, but the official
+        ``Transformer._reset_parameters`` later applies xavier to every
+        matrix of the transformer, which overrides it; the detector's
+        ``init_weights`` does the same, so only the bias is set here.
         """
         super().init_weights()
-        nn.init.zeros_(self.point2[-1].bias)
+        nn.init.zeros_(self.point_predictor[-1].bias)
+
+    def sampling_path(self, height: int, width: int) -> str:
+        """``'direct'`` or ``'roi'`` for an ``height x width`` map."""
+        if self.point_sampling != 'auto':
+            return self.point_sampling
+        roi_cells = self.roi_size * self.roi_size
+        small = self.num_points * height * width <= self.embed_dims * roi_cells
+        return 'direct' if small else 'roi'
 
     def forward(self, query: Tensor, memory_2d: Tensor, ref_boxes: Tensor,
                 valid_sizes: Tensor) -> Dict[str, Tensor]:
@@ -112,66 +133,109 @@ class SemanticsAligner(BaseModule):
             ``ref_boxes``, and, with SMCA, ``scales`` (bs, nq, M, 2).
         """
         bs, num_queries, dims = query.shape
-        num_points = self.num_points
-        scale = valid_sizes.repeat(1, 2)[:, None]  # (bs, 1, 4)
-        boxes = bbox_cxcywh_to_xyxy(ref_boxes) * scale
-        # point1's 1x1 conv commutes with RoIAlign (both linear; the bias is
-        # added after pooling), so it runs once on the map instead of on
-        # bs*nq*49 RoI cells: exact, and its cost drops from bs*nq*49 to H*W
-        # positions.
-        conv = self.point1[0]
-        reduced = F.conv2d(memory_2d, conv.weight)
-        roi_size = (self.roi_size, self.roi_size)
-        if self.point_sampling == 'roi':
-            # one RoIAlign pools both; split (not two slices): its backward
-            # is one concatenation
-            pooled = batched_roi_align(
-                torch.cat([memory_2d, reduced], dim=1),
-                boxes, roi_size, impl=self.roi_align_impl)
-            roi_feats, reduced = pooled.split([dims, reduced.size(1)], dim=1)
+        boxes = bbox_cxcywh_to_xyxy(ref_boxes) * valid_sizes.repeat(1, 2)[:,
+                                                                          None]
+        if self.sampling_path(*memory_2d.shape[-2:]) == 'roi':
+            out, sample = self._predict_and_sample_roi(memory_2d, boxes)
         else:
-            # shared by the RoIAlign of the reduced channels and the point
-            # sampling, both over these boxes and this map
-            weights = roi_axis_weights(boxes.to(memory_2d.dtype),
-                                       *memory_2d.shape[-2:], roi_size, 1.0,
-                                       0, True)
-            reduced = batched_roi_align(
-                reduced,
-                boxes,
-                roi_size,
-                impl=self.roi_align_impl,
-                weights=weights)
-        reduced = self.point1[1](reduced + conv.bias.view(1, -1, 1, 1))
-        out = self.point2(reduced.flatten(1))
-        # (x, y) in [-1, 1] on the RoI grid; with align_corners=False +-1 are
-        # the outer edges of the 7x7 grid, i.e. the box edges, so every
-        # point lies inside its box.
-        offsets = out[:, :2 * num_points].tanh().view(bs, num_queries,
-                                                      num_points, 2)
-        if self.point_sampling == 'roi':
-            content = F.grid_sample(
-                roi_feats,
-                offsets.view(bs * num_queries, 1, num_points, 2),
-                mode='bilinear',
-                align_corners=False).view(bs, num_queries, dims,
-                                          num_points).transpose(2, 3)
-        else:
-            content = roi_point_sample(
-                memory_2d, boxes, offsets, roi_size, weights=weights)
-        content = content * self.attn1(query).sigmoid().view(
-            bs, num_queries, num_points, dims)
-
+            out, sample = self._predict_and_sample_direct(memory_2d, boxes)
+        offsets = out[..., :2 * self.num_points].tanh().view(
+            bs, num_queries, self.num_points, 2)
+        content = sample(offsets)
         points = ref_boxes[..., None, :2] + 0.5 * ref_boxes[..., None,
                                                             2:] * offsets
-        with torch.no_grad():  # the official sine embedding has no gradient
-            position = coordinate_to_encoding(
-                points.view(bs, num_queries * num_points, 2),
-                num_feats=dims // 2)
-        position = position.view(bs, num_queries, num_points, dims)
-        position = position * self.attn2(query).sigmoid().view(
-            bs, num_queries, num_points, dims)
-        results = dict(content=content, position=position, points=points)
+        results = dict(
+            content=content * self._gate(self.content_gate, query),
+            position=self._position_embedding(points) *
+            self._gate(self.position_gate, query),
+            points=points)
         if self.with_smca:
-            results['scales'] = out[:, 2 * num_points:].view(
-                bs, num_queries, num_points, 2)
+            results['scales'] = out[..., 2 * self.num_points:].view(
+                bs, num_queries, self.num_points, 2)
         return results
+
+    def _reduced_map(self, memory_2d: Tensor) -> Tensor:
+        """The 1x1 conv, without bias, on the whole map.
+
+        The conv commutes with RoIAlign (both linear; the bias is added
+        after pooling), so it runs once on the ``H x W`` map instead of on
+        the ``bs * nq * 49`` RoI cells: exact.
+        """
+        return F.conv2d(memory_2d, self.reduce_conv.weight)
+
+    def _predict(self, reduced_roi: Tensor, bs: int) -> Tensor:
+        """Point MLP on the pooled reduced features (bs * nq, c, 7, 7)."""
+        reduced_roi = F.relu(reduced_roi +
+                             self.reduce_conv.bias.view(1, -1, 1, 1))
+        return self.point_predictor(reduced_roi.flatten(1)).view(
+            bs, -1, self.point_predictor[-1].out_features)
+
+    def _predict_and_sample_roi(self, memory_2d: Tensor, boxes: Tensor):
+        """Official two steps: RoIAlign of all channels, ``grid_sample``.
+
+        Returns:
+            tuple: MLP output (bs, nq, 2M or 4M) and a function of the
+            offsets (bs, nq, M, 2) giving the point features (bs, nq, M, d).
+        """
+        bs, num_queries = boxes.shape[:2]
+        dims = memory_2d.size(1)
+        reduced = self._reduced_map(memory_2d)
+        # one RoIAlign pools both; split (not two slices): its backward is
+        # one concatenation
+        pooled = batched_roi_align(
+            torch.cat([memory_2d, reduced], dim=1),
+            boxes, (self.roi_size, self.roi_size),
+            impl=self.roi_align_impl)
+        roi_feats, reduced_roi = pooled.split([dims, reduced.size(1)], dim=1)
+
+        def sample(offsets: Tensor) -> Tensor:
+            # with align_corners=False, +-1 are the outer edges of the 7x7
+            # grid, i.e. the box edges: every point lies inside its box
+            return F.grid_sample(
+                roi_feats,
+                offsets.view(bs * num_queries, 1, self.num_points, 2),
+                mode='bilinear',
+                align_corners=False).view(bs, num_queries, dims,
+                                          self.num_points).transpose(2, 3)
+
+        return self._predict(reduced_roi, bs), sample
+
+    def _predict_and_sample_direct(self, memory_2d: Tensor, boxes: Tensor):
+        """RoIAlign of the reduced channels only; the points are sampled
+        from the map by :func:`roi_point_sample`. Same returns as
+        :meth:`_predict_and_sample_roi`."""
+        roi_size = (self.roi_size, self.roi_size)
+        # shared by the RoIAlign of the reduced channels and the point
+        # sampling, both over these boxes and this map
+        weights = roi_axis_weights(
+            boxes.to(memory_2d.dtype), *memory_2d.shape[-2:], roi_size, 1.0,
+            0, True)
+        reduced_roi = batched_roi_align(
+            self._reduced_map(memory_2d),
+            boxes,
+            roi_size,
+            impl=self.roi_align_impl,
+            weights=weights)
+
+        def sample(offsets: Tensor) -> Tensor:
+            return roi_point_sample(
+                memory_2d, boxes, offsets, roi_size, weights=weights)
+
+        return self._predict(reduced_roi, boxes.size(0)), sample
+
+    def _gate(self, gate: nn.Linear, query: Tensor) -> Tensor:
+        """``sigmoid(gate(query))`` per point, (bs, nq, M, d)."""
+        bs, num_queries, dims = query.shape
+        return gate(query).sigmoid().view(bs, num_queries, self.num_points,
+                                          dims)
+
+    def _position_embedding(self, points: Tensor) -> Tensor:
+        """Sine embedding of the points, (bs, nq, M, d), without gradient
+        (the official ``gen_sineembed_for_position`` runs under
+        ``torch.no_grad``)."""
+        bs, num_queries, num_points, _ = points.shape
+        with torch.no_grad():
+            position = coordinate_to_encoding(
+                points.reshape(bs, num_queries * num_points, 2),
+                num_feats=self.embed_dims // 2)
+        return position.view(bs, num_queries, num_points, self.embed_dims)

@@ -1,0 +1,87 @@
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""SAM-DETR++: multi-scale SAM-DETR (the official ``--multiscale`` model)."""
+from typing import Dict, Tuple
+
+import torch
+from mmcv.ops import MultiScaleDeformableAttention
+from mmdet.models.detectors import DeformableDETR
+from mmdet.models.layers import DeformableDetrTransformerEncoder
+from mmdet.registry import MODELS
+from mmdet.structures import OptSampleList
+from torch.nn.init import normal_
+from torch import Tensor, nn
+
+from .sam_detr import SAMDETR
+
+
+@MODELS.register_module()
+class SAMDETRPlusPlus(SAMDETR):
+    """SAM-DETR++ (the SAM-DETR++ journal; ``--multiscale`` in the official
+    code, ZhangGongjie/SAM-DETR).
+
+    C3-C5 projected to ``d`` channels (the neck), Deformable DETR's encoder
+    (mmdet's :class:`DeformableDetrTransformerEncoder`, level embeddings,
+    per-level masks, valid ratios and sine encodings), and the SAM-DETR
+    decoder reading one level per layer, coarse to fine
+    (``decoder.layer_levels``, officially C5, C5, C4, C4, C3, C3): inside a
+    layer, RoIAlign, keys, values, padding mask, valid size, key positional
+    encoding (sine + level embedding) and the SMCA grid all come from that
+    level. Multi-scale information enters only through the encoder and
+    this schedule.
+
+    ``pre_transformer`` and ``forward_encoder`` are :class:`DeformableDETR`'s.
+
+    Args:
+        num_feature_levels (int): Feature levels. Defaults to 3.
+    """
+
+    def __init__(self, *args, num_feature_levels: int = 3, **kwargs) -> None:
+        self.num_feature_levels = num_feature_levels
+        super().__init__(*args, **kwargs)
+
+    encoder_type = DeformableDetrTransformerEncoder
+
+    def _init_layers(self) -> None:
+        super()._init_layers()
+        self.level_embed = nn.Parameter(
+            torch.Tensor(self.num_feature_levels, self.embed_dims))
+        levels = self.decoder.layer_levels
+        if levels is not None and not all(
+                -self.num_feature_levels <= level < self.num_feature_levels
+                for level in levels):
+            raise ValueError(
+                f'decoder.layer_levels {list(levels)} index '
+                f'{self.num_feature_levels} feature levels')
+
+    def init_weights(self) -> None:
+        """Official initialization: xavier on every matrix of the encoder
+        and decoder, then the deformable attention's own reset (sampling
+        offsets on the direction grid, zero attention weights) and N(0, 1)
+        level embeddings, as the official ``Transformer._reset_parameters``
+        of the multi-scale model."""
+        super().init_weights()
+        for m in self.encoder.modules():
+            if isinstance(m, MultiScaleDeformableAttention):
+                m.init_weights()
+        normal_(self.level_embed)
+
+    get_valid_ratio = staticmethod(DeformableDETR.get_valid_ratio)
+
+    def pre_transformer(
+            self,
+            mlvl_feats: Tuple[Tensor],
+            batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
+        """:meth:`DeformableDETR.pre_transformer`; the decoder also gets the
+        key positional encoding (sine + level embedding) of every level as
+        ``memory_pos``."""
+        if len(mlvl_feats) != self.num_feature_levels:
+            raise ValueError(
+                f'the neck gives {len(mlvl_feats)} feature levels for '
+                f'num_feature_levels={self.num_feature_levels}')
+        encoder_inputs_dict, decoder_inputs_dict = \
+            DeformableDETR.pre_transformer(self, mlvl_feats,
+                                           batch_data_samples)
+        decoder_inputs_dict['memory_pos'] = encoder_inputs_dict['feat_pos']
+        return encoder_inputs_dict, decoder_inputs_dict
+
+    forward_encoder = DeformableDETR.forward_encoder
