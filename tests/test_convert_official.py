@@ -13,7 +13,7 @@ from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint
 from mmdet_samdetr.utils.convert_official import COCO80_CATEGORY_IDS
 
 # `key shape` listings of the official state dicts (see the README there)
-LISTINGS = osp.join(REPO, 'tests', 'data', 'official_state_dict')
+LISTINGS = osp.join(REPO, 'tests', 'fixtures', 'official_state_dict')
 # listing: (config, multi-scale, with GroupNorm, with SMCA)
 CASES = {
     'ss_e12.txt':
