@@ -159,3 +159,28 @@ def test_cvpr_configs_keep_dropout_journal_configs_drop_it():
                  'sam_detr/sam-detr-smca-dn_r50-dc5_8xb1-50e_coco.py',
                  'sam_detr_pp/sam-detr-pp-smca-dn_r50_8xb2-50e_coco.py'):
         assert _dropout_rates(_build(name)) == {0.0}, name
+
+
+def test_multiscale_learning_rates_are_the_official_ones():
+    """Official: backbone at 1e-5, everything else at 1e-4, the deformable
+    sampling offsets included (no 0.1x as in Deformable DETR)."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+
+    from conftest import config_path
+    cfg = Config.fromfile(
+        config_path('sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py'))
+    model = _build('sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py')
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    names = {id(p): n for n, p in model.named_parameters()}
+    lrs = {}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            lrs[names[id(p)]] = group['lr']
+    assert lrs['encoder.layers.0.self_attn.sampling_offsets.weight'] == 1e-4
+    assert lrs['decoder.layers.5.semantics_aligner.reduce_conv.weight'] == \
+        1e-4
+    assert lrs['level_embed'] == 1e-4
+    assert lrs['backbone.layer4.0.conv1.weight'] == pytest.approx(1e-5)
+    assert type(wrapper.optimizer).__name__ == 'AdamW'
+    assert wrapper.optimizer.defaults['weight_decay'] == 1e-4

@@ -42,7 +42,7 @@ MODELS_UNDER_TEST = {
     'SAM-DETR-DC5+DN':
     'configs/sam_detr/sam-detr-dn_r50-dc5_8xb1-12e_coco.py',
     'SAM-DETR++': 'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
-    'SAM-DETR++ +SMCA+DN':
+    'SAM-DETR++/SMCA+DN':
     'configs/sam_detr_pp/sam-detr-pp-smca-dn_r50_8xb2-12e_coco.py',
     # SAM-DETR++ with a fixed point-sampling path on every level (the
     # default 'auto' picks per level): 'roi' is the official computation
