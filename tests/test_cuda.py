@@ -16,7 +16,7 @@ import sys
 import pytest
 import torch
 
-from conftest import REPO, tiny_model_cfg
+from conftest import REPO, tiny_model_cfg, tiny_multiscale_cfg
 from mmdet_samdetr.models.layers import (SemanticsAligner, batched_roi_align,
                                          roi_point_sample,
                                          separable_roi_align)
@@ -146,11 +146,14 @@ def _packed(model, device, training=True):
     return model.data_preprocessor(packed, training)
 
 
-def _tiny_detector(with_smca):
-    """Tiny detector without dropout: CPU and CUDA draw different masks."""
+def _tiny_detector(with_smca, kind='ss', with_dn=False):
+    """Tiny detector without dropout: CPU and CUDA draw different masks.
+    ``kind='ms'``: SAM-DETR++ (mmcv's CUDA deformable attention on the
+    GPU, its PyTorch form on the CPU)."""
     from mmdet.registry import MODELS
     torch.manual_seed(0)
-    model = MODELS.build(tiny_model_cfg(with_smca=with_smca))
+    build_cfg = tiny_multiscale_cfg if kind == 'ms' else tiny_model_cfg
+    model = MODELS.build(build_cfg(with_smca=with_smca, with_dn=with_dn))
     model.init_weights()
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -158,12 +161,13 @@ def _tiny_detector(with_smca):
     return model
 
 
+@pytest.mark.parametrize('kind', ['ss', 'ms'])
 @pytest.mark.parametrize('with_smca', [False, True])
-def test_detector_losses_and_gradients_on_cuda_equal_cpu(with_smca):
+def test_detector_losses_and_gradients_on_cuda_equal_cpu(with_smca, kind):
     """A padded batch of two sizes through the whole tiny detector: mmcv's
-    CUDA RoIAlign and focal loss give the CPU path's losses and gradients
-    (float32, TF32 off)."""
-    model = _tiny_detector(with_smca)
+    CUDA RoIAlign (and deformable attention) and focal loss give the CPU
+    path's losses and gradients (float32, TF32 off)."""
+    model = _tiny_detector(with_smca, kind)
     results = {}
     for device in ('cpu', 'cuda'):
         net = copy.deepcopy(model)
@@ -186,8 +190,23 @@ def test_detector_losses_and_gradients_on_cuda_equal_cpu(with_smca):
         assert err <= 1e-3 * grad_cpu[name].norm() + 1e-6, name
 
 
-def test_predict_on_cuda_equals_cpu():
-    model = _tiny_detector(with_smca=True).eval()
+@pytest.mark.parametrize('kind', ['ss', 'ms'])
+def test_denoising_trains_on_cuda(kind):
+    """DN on the GPU (its noise is drawn on the device, so no CPU
+    comparison): every loss finite, the label embedding learns."""
+    model = _tiny_detector(True, kind, with_dn=True)
+    data = _packed(model, 'cuda')
+    losses = model(**data, mode='loss')
+    assert 'dn_loss_bbox' in losses
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    sum(losses.values()).backward()
+    grad = model.dn_query_generator.label_embedding.weight.grad
+    assert grad is not None and grad.abs().max() > 0
+
+
+@pytest.mark.parametrize('kind', ['ss', 'ms'])
+def test_predict_on_cuda_equals_cpu(kind):
+    model = _tiny_detector(True, kind).eval()
     preds = {}
     for device in ('cpu', 'cuda'):
         net = copy.deepcopy(model)
