@@ -8,7 +8,7 @@ from mmdet.registry import MODELS
 
 from conftest import load_model_cfg
 
-# Trainable parameters printed by the official logs (spec §9), 91 logits.
+# Trainable parameters printed by the official training logs, 91 logits.
 OFFICIAL_TRAINABLE = {
     'sam_detr/sam-detr_r50_4xb4-12e_coco.py': 58_074_058,
     'sam_detr/sam-detr_r50_4xb4-50e_coco.py': 58_073_546,
@@ -93,7 +93,8 @@ def test_effective_initialization():
     for layer in model.decoder.layers:
         last = layer.semantics_aligner.point_predictor[-1]
         assert last.bias.abs().max() == 0
-        # xavier-uniform overrides the official zero weight (trap 1)
+        # xavier-uniform overrides the official zero weight (the official
+        # Transformer._reset_parameters runs after the layer sets it)
         bound = math.sqrt(6 / sum(last.weight.shape))
         assert 0.5 * bound < last.weight.abs().max() <= bound
         assert layer.cross_attn.out_proj.bias.abs().max() == 0

@@ -52,6 +52,22 @@ default_hooks = dict(logger=dict(interval=1),
                      visualization=dict(draw=False))
 """
 
+# SAM-DETR++ with denoising at the same tiny width: three levels (strides 4,
+# 8, 16), decoder layers reading the coarsest and the finest
+TINY_PP_DN = """
+model['backbone'].update(num_stages=3, strides=(1, 2, 2),
+                         dilations=(1, 1, 1), out_indices=(0, 1, 2))
+model['neck'].update(in_channels=[16, 32, 64])
+model['encoder']['layer_cfg']['self_attn_cfg'].update(num_levels=3)
+model['decoder'].update(layer_levels=(2, 0))
+model.update(dn_cfg=dict(group_cfg=dict(num_dn_queries=6)))
+"""
+BASES = {
+    'sam-detr': ('', 'sam_detr_toy/sam-detr_r18_1xb8-toy-shapes.py'),
+    'sam-detr-pp-dn':
+    (TINY_PP_DN, 'sam_detr_toy/sam-detr-pp-dn_r18_1xb8-toy-shapes.py'),
+}
+
 
 @pytest.fixture(scope='module')
 def toy_data(tmp_path_factory):
@@ -61,13 +77,12 @@ def toy_data(tmp_path_factory):
     return root
 
 
-def write_config(tmp_path, toy_data, epochs=2):
+def write_config(tmp_path, toy_data, epochs=2, variant='sam-detr'):
+    extra, base = BASES[variant]
     path = tmp_path / 'tiny_toy.py'
     path.write_text(
-        TINY.format(
-            base=config_path('sam_detr_toy/sam-detr_r18_1xb8-toy-shapes.py'),
-            data=toy_data,
-            epochs=epochs))
+        TINY.format(base=config_path(base), data=toy_data, epochs=epochs) +
+        extra)
     return str(path)
 
 
@@ -119,9 +134,11 @@ def _mmdet_tools():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CPU gloo path')
-def test_two_process_gloo_training_with_dist_train_sh(tmp_path, toy_data):
+@pytest.mark.parametrize('variant', list(BASES))
+def test_two_process_gloo_training_with_dist_train_sh(
+        tmp_path, toy_data, variant):
     """mmdet's stock dist_train.sh CONFIG 2 on a CPU-only machine."""
-    cfg_path = write_config(tmp_path, toy_data, epochs=1)
+    cfg_path = write_config(tmp_path, toy_data, epochs=1, variant=variant)
     env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29613',
                PATH=osp.dirname(sys.executable) + os.pathsep +
                os.environ['PATH'])
@@ -153,4 +170,7 @@ def test_two_process_gloo_training_with_dist_train_sh(tmp_path, toy_data):
     iters = [json.loads(line)['iter'] for line in open(scalars)
              if '"loss"' in line]
     assert max(iters) == 1
+    if variant == 'sam-detr-pp-dn':
+        assert "type='SAMDETRPlusPlus'" in text
+        assert '"dn_loss_cls"' in open(scalars).read()
     shutil.rmtree(work)

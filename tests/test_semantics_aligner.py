@@ -110,7 +110,7 @@ def test_smca_bias_peaks_at_the_salient_point():
     argmax = bias.argmax(-1)
     assert torch.equal(argmax // width, cell[..., 1])
     assert torch.equal(argmax % width, cell[..., 0])
-    # Exact value against the spec formula at one cell.
+    # Exact value against the official formula at one cell.
     b, h, q, y, x = 1, 3, 2, 4, 7
     g = points[b, q, h] * valid[b]
     s = scales[b, q, h]

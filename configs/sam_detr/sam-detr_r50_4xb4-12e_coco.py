@@ -2,7 +2,7 @@
 _base_ = './sam-detr_r50_4xb4-50e_coco.py'
 
 # The official code adds GroupNorm to the input projection when
-# --epochs < 25 (spec trap 3).
+# --epochs < 25 (its comment: added "by accident").
 model = dict(
     neck=dict(norm_cfg=dict(_delete_=True, type='GN', num_groups=32)))
 
