@@ -150,3 +150,19 @@ def test_property_matches_mmcv(height, width, out, coords):
         _mmcv(feat, boxes, (out, out), 0, True),
         rtol=0,
         atol=1e-10)
+
+
+@pytest.mark.parametrize('impl', ['mmcv', 'separable'])
+def test_non_contiguous_map_gives_the_contiguous_result(impl):
+    """A transposed view of the memory (what a decoder gets from a
+    (bs, H*W, C) sequence) pools as the same map stored contiguously; mmcv's
+    CPU kernel alone would misread the strides."""
+    torch.manual_seed(0)
+    seq = torch.randn(2, 9 * 13, 6, dtype=torch.float64)
+    view = seq.transpose(1, 2).view(2, 6, 9, 13)  # not contiguous
+    assert not view.is_contiguous()
+    boxes = torch.rand(2, 30, 4, dtype=torch.float64) * 8
+    boxes[..., 2:] += boxes[..., :2]
+    expected = batched_roi_align(view.contiguous(), boxes, impl=impl)
+    torch.testing.assert_close(batched_roi_align(view, boxes, impl=impl),
+                               expected, rtol=0, atol=1e-12)

@@ -37,6 +37,9 @@ class SAMDETR(DETR):
             default): no denoising.
     """
 
+    # SAM-DETR++ swaps in Deformable DETR's encoder
+    encoder_type = DetrTransformerEncoder
+
     def __init__(self,
                  *args,
                  decoder: dict,
@@ -58,9 +61,6 @@ class SAMDETR(DETR):
                 num_classes=self.bbox_head.num_classes,
                 embed_dims=self.embed_dims,
                 num_matching_queries=self.num_queries)
-
-    # SAM-DETR++ swaps in Deformable DETR's encoder
-    encoder_type = DetrTransformerEncoder
 
     def _init_layers(self) -> None:
         self.positional_encoding = SinePositionalEncoding(

@@ -269,5 +269,7 @@ def batched_roi_align(feat: Tensor,
         bs, device=boxes.device,
         dtype=boxes.dtype).repeat_interleave(num_boxes)[:, None]
     rois = torch.cat([batch_idx, boxes.detach().reshape(-1, 4)], dim=1)
-    return roi_align(feat, rois.to(feat.dtype), output_size, spatial_scale,
-                     sampling_ratio, 'avg', aligned)
+    # mmcv's CPU kernel reads the map as if it were contiguous: a strided
+    # view (e.g. a transposed memory) gives wrong numbers without an error
+    return roi_align(feat.contiguous(), rois.to(feat.dtype), output_size,
+                     spatial_scale, sampling_ratio, 'avg', aligned)
