@@ -33,8 +33,10 @@ CONFIGS = {
     'sam_detr/sam-detr-smca_r50_4xb4-12e_coco.py (or the r50-dc5 12e)',
     (False, False, True):
     'sam_detr/sam-detr-smca_r50_4xb4-50e_coco.py (or the r50-dc5 50e)',
-    (True, True, False): 'sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
-    (True, True, True): 'sam_detr_pp/sam-detr-pp-smca_r50_8xb2-12e_coco.py',
+    (True, True, False):
+    'sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py (or the 50e)',
+    (True, True, True):
+    'sam_detr_pp/sam-detr-pp-smca_r50_8xb2-12e_coco.py (or the 50e)',
 }
 
 # Decoder/encoder layer modules: (official module regex, our template).
