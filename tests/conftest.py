@@ -66,10 +66,11 @@ def tiny_model_cfg(with_smca: bool = False,
                    num_queries: int = 10,
                    embed_dims: int = 32,
                    num_dec_layers: int = 2,
-                   with_dn: bool = False):
+                   with_dn: bool = False,
+                   config: str = 'sam_detr/sam-detr_r50_4xb4-50e_coco.py'):
     """The real model path at tiny width: ResNet-18 stage 1-3, 1 encoder and
     2 decoder layers, 8 heads, 32-d."""
-    cfg = load_model_cfg()
+    cfg = load_model_cfg(config)
     if with_dn:
         cfg.dn_cfg = DN_CFG
     cfg.num_queries = num_queries
@@ -98,11 +99,12 @@ def tiny_multiscale_cfg(with_smca: bool = False,
                         num_classes: int = 4,
                         num_queries: int = 10,
                         embed_dims: int = 32,
-                        layer_levels=(2, 1, 0)):
+                        layer_levels=(2, 1, 0),
+                        config='sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py'):
     """SAM-DETR++ at tiny width: ResNet-18 stages 1-3 (strides 4, 8, 16) as
     three levels, 1 deformable encoder layer, one decoder layer per entry
     of ``layer_levels``."""
-    cfg = load_model_cfg('sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py')
+    cfg = load_model_cfg(config)
     if with_dn:
         cfg.dn_cfg = DN_CFG
     cfg.num_queries = num_queries

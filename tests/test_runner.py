@@ -66,6 +66,9 @@ BASES = {
     'sam-detr': ('', 'sam_detr_toy/sam-detr_r18_1xb8-toy-shapes.py'),
     'sam-detr-pp-dn':
     (TINY_PP_DN, 'sam_detr_toy/sam-detr-pp-dn_r18_1xb8-toy-shapes.py'),
+    # Align-DETR's mixed matching and Align Loss, with DN
+    'align-sam-detr-pp-dn':
+    (TINY_PP_DN, 'sam_detr_toy/align-sam-detr-pp_r18_1xb8-toy-shapes.py'),
 }
 
 
@@ -170,7 +173,10 @@ def test_two_process_gloo_training_with_dist_train_sh(
     iters = [json.loads(line)['iter'] for line in open(scalars)
              if '"loss"' in line]
     assert max(iters) == 1
-    if variant == 'sam-detr-pp-dn':
+    if variant.endswith('sam-detr-pp-dn'):
         assert "type='SAMDETRPlusPlus'" in text
         assert '"dn_loss_cls"' in open(scalars).read()
+    if variant.startswith('align'):
+        assert "type='AlignSAMDETRHead'" in text
+        assert "type='MixedHungarianAssigner'" in text
     shutil.rmtree(work)

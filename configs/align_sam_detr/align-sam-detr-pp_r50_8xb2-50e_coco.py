@@ -1,0 +1,9 @@
+# SAM-DETR++ (ResNet-50, 50 epochs),
+# trained with Align-DETR's mixed matching and Align Loss.
+_base_ = [
+    '../sam_detr_pp/sam-detr-pp_r50_8xb2-50e_coco.py',
+    '../_base_/align_sam_detr.py'
+]
+model = dict(
+    bbox_head=_base_.align_bbox_head,
+    train_cfg=dict(assigner=_base_.align_assigner))

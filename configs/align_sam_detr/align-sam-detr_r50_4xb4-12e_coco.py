@@ -1,0 +1,9 @@
+# SAM-DETR (ResNet-50, 12 epochs),
+# trained with Align-DETR's mixed matching and Align Loss.
+_base_ = [
+    '../sam_detr/sam-detr_r50_4xb4-12e_coco.py',
+    '../_base_/align_sam_detr.py'
+]
+model = dict(
+    bbox_head=_base_.align_bbox_head,
+    train_cfg=dict(assigner=_base_.align_assigner))

@@ -1,0 +1,9 @@
+# Toy SAM-DETR++ trained with Align-DETR's mixed matching and Align Loss,
+# with the budget of sam-detr-pp_r18_1xb8-toy-shapes.py (README comparison).
+_base_ = [
+    './sam-detr-pp_r18_1xb8-toy-shapes.py',
+    '../_base_/align_sam_detr.py'
+]
+model = dict(
+    bbox_head=_base_.align_bbox_head,
+    train_cfg=dict(assigner=_base_.align_assigner))
