@@ -328,3 +328,98 @@ def test_two_processes_normalize_by_the_global_ground_truth_count(tmp_path):
         reduced, local = torch.load(tmp_path / f'rank{rank}.pth')
         torch.testing.assert_close(reduced, local * count / 2.)
         assert not torch.allclose(reduced, local)
+
+
+# ---------------------------------------------------------------- configs
+
+ALIGN_SAM_DETR = {
+    'align-sam-detr_r50_4xb4-12e_coco.py':
+    'sam_detr/sam-detr_r50_4xb4-12e_coco.py',
+    'align-sam-detr_r50_4xb4-50e_coco.py':
+    'sam_detr/sam-detr_r50_4xb4-50e_coco.py',
+    'align-sam-detr_r50-dc5_8xb1-12e_coco.py':
+    'sam_detr/sam-detr_r50-dc5_8xb1-12e_coco.py',
+    'align-sam-detr_r50-dc5_8xb1-50e_coco.py':
+    'sam_detr/sam-detr_r50-dc5_8xb1-50e_coco.py',
+    'align-sam-detr-pp_r50_8xb2-12e_coco.py':
+    'sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
+    'align-sam-detr-pp_r50_8xb2-50e_coco.py':
+    'sam_detr_pp/sam-detr-pp_r50_8xb2-50e_coco.py',
+}
+
+
+def _strip_scope(x):
+    """Without the ``_scope_`` keys that ``mmdet::`` bases add."""
+    if isinstance(x, dict):
+        return {k: _strip_scope(v) for k, v in x.items() if k != '_scope_'}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_strip_scope(v) for v in x)
+    return x
+
+
+def _flat(d, prefix=''):
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f'{prefix}{key}.'))
+        else:
+            out[f'{prefix}{key}'] = value
+    return out
+
+
+def _diff(a, b):
+    """Flattened keys whose values differ between two configs."""
+    fa = _flat(_strip_scope(a.to_dict()))
+    fb = _flat(_strip_scope(b.to_dict()))
+    return {k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)}
+
+
+@pytest.mark.parametrize('name', list(ALIGN_SAM_DETR))
+def test_align_sam_detr_configs_change_only_the_training_targets(name):
+    from mmengine.config import Config
+    from conftest import config_path
+    ours = Config.fromfile(config_path('align_sam_detr/' + name))
+    base = Config.fromfile(config_path(ALIGN_SAM_DETR[name]))
+    changed = _diff(ours, base)
+    # the model's head and assigner, and the two variables they come from
+    assert {k.split('.')[0] for k in changed} == {
+        'model', 'align_bbox_head', 'align_assigner'}
+    assert {'.'.join(k.split('.')[:2])
+            for k in changed if k.startswith('model.')} == {
+                'model.bbox_head', 'model.train_cfg'}
+    assert ours.model.bbox_head.type == 'AlignSAMDETRHead'
+    assert ours.model.bbox_head.loss_cls == dict(
+        type='AlignLoss', form='align', alpha=0.25, gamma=2.0, tau=1.5,
+        loss_weight=1.0)
+    assert ours.model.train_cfg.assigner.type == 'MixedHungarianAssigner'
+    assert (ours.model.train_cfg.assigner.match_costs ==
+            base.model.train_cfg.assigner.match_costs)
+
+
+def test_align_detr_config_states_only_the_marked_differences_from_dino():
+    from mmengine.config import Config
+    from conftest import config_path
+    ours = Config.fromfile(
+        config_path('align_detr/align-detr-4scale_r50_8xb2-12e_coco.py'))
+    import mmdet
+    dino = Config.fromfile(f'{mmdet.__path__[0]}/.mim/configs/dino/'
+                           'dino-4scale_r50_8xb2-12e_coco.py')
+    assert _diff(ours, dino) == {
+        'custom_imports.imports', 'custom_imports.allow_failed_imports',
+        'runner_type', 'model.backbone.frozen_stages', 'model.neck.bias',
+        'model.positional_encoding.offset',
+        'model.positional_encoding.temperature', 'model.bbox_head.type',
+        'model.bbox_head.all_layers_num_gt_repeat',
+        'model.bbox_head.loss_cls.type', 'model.bbox_head.loss_cls.form',
+        'model.bbox_head.loss_cls.tau', 'model.bbox_head.loss_cls.use_sigmoid',
+        'model.train_cfg.assigner.type',
+        'train_dataloader.dataset.filter_cfg.filter_empty_gt',
+        'optim_wrapper.paramwise_cfg.norm_decay_mult'
+    }
+    assert ours.model.bbox_head.all_layers_num_gt_repeat == [2] * 5 + [1, 2]
+    k4 = Config.fromfile(
+        config_path('align_detr/align-detr-k4-4scale_r50_8xb2-12e_coco.py'))
+    assert k4.model.bbox_head.all_layers_num_gt_repeat == [4] * 5 + [1, 4]
+    ia_bce = Config.fromfile(config_path(
+        'align_detr/align-detr-ia-bce-4scale_r50_8xb2-12e_coco.py'))
+    assert ia_bce.model.bbox_head.loss_cls.form == 'ia_bce'
