@@ -49,6 +49,12 @@ MODELS_UNDER_TEST = {
     'SAM-DETR++/roi': 'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
     'SAM-DETR++/direct':
     'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
+    # Align-DETR's mixed (one-to-k) matching and Align Loss
+    'Align-SAM-DETR':
+    'configs/align_sam_detr/align-sam-detr_r50_4xb4-50e_coco.py',
+    'Align-SAM-DETR++':
+    'configs/align_sam_detr/align-sam-detr-pp_r50_8xb2-12e_coco.py',
+    'Align-DETR': 'configs/align_detr/align-detr-4scale_r50_8xb2-12e_coco.py',
     'ConditionalDETR':
     'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
     'DETR': 'mmdet::detr/detr_r50_8xb2-150e_coco.py',
@@ -120,7 +126,7 @@ def build(name, path, args):
     if name.endswith(('/roi', '/direct')):
         cfg.model.decoder.layer_cfg.aligner_cfg.update(
             point_sampling=name.rpartition('/')[2])
-    if name in ('DeformableDETR', 'DINO'):
+    if name in ('DeformableDETR', 'DINO', 'Align-DETR'):
         _three_levels(cfg.model)
     torch.manual_seed(0)
     model = MODELS.build(cfg.model).to(args.device)
@@ -130,6 +136,20 @@ def build(name, path, args):
         dict(inputs=list(images), data_samples=samples), True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4,
                                   weight_decay=1e-4)
+
+    # time spent in the Hungarian assignments (CPU) of a training step
+    matching = dict(seconds=0.0)
+    assigner = getattr(model.bbox_head, 'assigner', None)
+    if assigner is not None:
+        assign = assigner.assign
+
+        def timed_assign(*a, **kw):
+            start = time.perf_counter()
+            result = assign(*a, **kw)
+            matching['seconds'] += time.perf_counter() - start
+            return result
+
+        assigner.assign = timed_assign
 
     def train_step():
         model.train()
@@ -145,7 +165,7 @@ def build(name, path, args):
         with torch.no_grad():
             model(**data, mode='predict')
 
-    return dict(train=train_step, infer=infer)
+    return dict(train=train_step, infer=infer, matching=matching)
 
 
 def _peak_memory_mb(device):
@@ -167,14 +187,18 @@ def measure_one(name, args):
     for label in ('train', 'infer'):
         for _ in range(args.warmup):
             jobs[label]()
-        runs = []
+        runs, matching = [], []
         for _ in range(args.repeat):
+            jobs['matching']['seconds'] = 0.0
             _sync(args.device)
             start = time.perf_counter()
             jobs[label]()
             _sync(args.device)
             runs.append(time.perf_counter() - start)
+            matching.append(jobs['matching']['seconds'])
         times[label] = statistics.median(runs)
+        if label == 'train':
+            times['matching'] = statistics.median(matching)
         times[label + '_peak_mb'] = _peak_memory_mb(args.device)
     if args.flops:
         from torch.utils.flop_counter import FlopCounterMode
@@ -221,7 +245,8 @@ def measure_all(args):
                     flops[name, label] = times.pop(label + '_flops')
             rounds[name].append(times)
             print(f'round {round_id + 1}: {name:24s} train step '
-                  f'{times["train"] * 1e3:8.1f} ms   inference '
+                  f'{times["train"] * 1e3:8.1f} ms (matching '
+                  f'{times["matching"] * 1e3:6.1f})   inference '
                   f'{times["infer"] * 1e3:8.1f} ms   peak '
                   f'{times["train_peak_mb"]:7.0f} MB', flush=True)
     if args.rounds > 1:
@@ -237,7 +262,7 @@ def measure_all(args):
     results = {
         name: {
             label: statistics.median(t[label] for t in runs)
-            for label in ('train', 'infer', 'train_peak_mb')
+            for label in ('train', 'infer', 'train_peak_mb', 'matching')
         }
         for name, runs in rounds.items()
     }
@@ -286,7 +311,9 @@ def main(argv=None):
     results = measure_all(args)
     print()
     for name, times in results.items():
-        line = (f'{name:24s} train step {times["train"] * 1e3:8.1f} ms   '
+        line = (f'{name:24s} train step {times["train"] * 1e3:8.1f} ms '
+                f'(matching {times["matching"] * 1e3:6.1f} ms = '
+                f'{times["matching"] / times["train"]:5.1%})   '
                 f'inference {times["infer"] * 1e3:8.1f} ms   peak (train) '
                 f'{times["train_peak_mb"]:7.0f} MB')
         if 'train_flops' in times:
