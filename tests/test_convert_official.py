@@ -1,5 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """Converter: synthetic official state dicts built from the key listings."""
+import argparse
 import os.path as osp
 import subprocess
 import sys
@@ -147,14 +148,16 @@ def test_refuses_unknown_layouts():
 
 def test_cli_reports_and_refuses(tmp_path):
     src = tmp_path / 'official.pth'
-    torch.save(dict(model=synthetic_state_dict('ss_smca_e12.txt')), src)
+    # as the official checkpoints: the training arguments pickled too
+    torch.save(dict(model=synthetic_state_dict('ss_smca_e12.txt'),
+                    args=argparse.Namespace(lr=1e-4, smca=True)), src)
     dst = tmp_path / 'ours.pth'
     tool = osp.join(REPO, 'tools', 'convert_official_checkpoint.py')
     out = subprocess.run([sys.executable, tool, str(src), str(dst)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert 'SMCA=True' in out.stdout and 'sam-detr-smca' in out.stdout
-    assert set(torch.load(dst, weights_only=False)) == {'state_dict', 'meta'}
+    assert set(torch.load(dst, weights_only=True)) == {'state_dict', 'meta'}
     state = synthetic_state_dict('ms_smca_e12.txt')
     torch.save(dict(model=state), src)
     out = subprocess.run([sys.executable, tool, str(src), str(dst)],

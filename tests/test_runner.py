@@ -13,6 +13,7 @@ import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
+from mmengine.runner import CheckpointLoader
 
 from conftest import REPO, config_path
 from mmdet_samdetr.datasets import generate_toy_dataset
@@ -114,15 +115,16 @@ def test_crashed_run_resumes_from_last_checkpoint(tmp_path, toy_data):
     runner.register_hook(CrashAt(1))
     with pytest.raises(RuntimeError, match='simulated crash'):
         runner.train()
-    saved = torch.load(work / 'epoch_1.pth', weights_only=False)
+    saved = CheckpointLoader.load_checkpoint(str(work / 'epoch_1.pth'))
     assert saved['meta']['epoch'] == 1
-    # --resume (auto): finds epoch_1.pth and finishes; torch 2.13's
-    # weights_only default would refuse this pickle without our loader.
+    # --resume (auto): finds epoch_1.pth and finishes; the checkpoint loads
+    # with weights_only=True through our allow-list (torch's defaults alone
+    # refuse the message hub).
     runner = build_runner(cfg_path, work, resume=True)
     runner.train()
     assert runner.epoch == 2
     assert runner.iter == 4  # 8 images / batch 4 = 2 iterations per epoch
-    resumed = torch.load(work / 'epoch_2.pth', weights_only=False)
+    resumed = CheckpointLoader.load_checkpoint(str(work / 'epoch_2.pth'))
     assert resumed['meta']['epoch'] == 2
     # and tools/test.py's path: load_from + test with CocoMetric
     runner = build_runner(

@@ -5,8 +5,10 @@
     python tools/convert_official_checkpoint.py official.pth ours.pth
 
 Detects GroupNorm (12-epoch runs) and SMCA from the keys and prints the
-matching config. Official checkpoints are pickles: convert only files from a
-trusted source.
+matching config. The file is read with torch's ``weights_only=True``; besides
+tensors it may hold the official training arguments (``argparse.Namespace``)
+and nothing else (see ``mmdet_samdetr.engine.checkpoint`` for the opt-in that
+loads a full pickle).
 """
 import argparse
 import os.path as osp
@@ -15,6 +17,8 @@ import sys
 import torch
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+from mmdet_samdetr.engine import (UntrustedCheckpointError,  # noqa: E402
+                                  load_from_local_safely)
 from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint  # noqa
 
 
@@ -31,7 +35,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not osp.isfile(args.src):
         parser.error(f'{args.src} does not exist')
-    checkpoint = torch.load(args.src, map_location='cpu', weights_only=False)
+    # the official checkpoints also pickle the training arguments
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        try:
+            checkpoint = load_from_local_safely(args.src, map_location='cpu')
+        except UntrustedCheckpointError as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 1
     try:
         converted = convert_checkpoint(checkpoint, args.num_classes)
     except UnknownLayoutError as e:

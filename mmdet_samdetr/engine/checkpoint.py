@@ -1,22 +1,101 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""Load Runner checkpoints under torch >= 2.6 (``weights_only`` default).
+"""Load Runner checkpoints with ``torch.load(weights_only=True)``.
 
 A checkpoint written by mmengine's Runner pickles its ``message_hub``
-(``HistoryBuffer`` objects and numpy arrays), which ``torch.load`` refuses
-since torch 2.6 flipped ``weights_only`` to True; ``--resume``, ``load_from``
-and ``tools/test.py`` then fail with ``UnpicklingError``. Importing
-``mmdet_samdetr`` replaces mmengine's loader for local paths with one that
-passes ``weights_only=False``. Checkpoints are pickles: only load files from
-a source you trust.
-"""
-import os.path as osp
+(``HistoryBuffer`` objects holding numpy arrays and references to their
+statistics methods), which ``torch.load`` refuses by default since torch
+2.6, so ``--resume``, ``load_from``, ``tools/test.py`` and mmdet's
+``DetInferencer`` fail with ``UnpicklingError``. Importing ``mmdet_samdetr``
+replaces mmengine's loader for local files with :func:`load_from_local_safely`,
+which keeps ``weights_only=True`` and allows exactly the extra globals such a
+checkpoint contains (:data:`RUNNER_CHECKPOINT_GLOBALS`), only while it
+loads. Anything else is refused before it runs, with a message naming the
+file and what it asked for.
 
+A checkpoint that needs more (a full pickle) loads only if you opt in for
+that file, by listing its path in the environment variable
+``MMDET_SAMDETR_TRUSTED_CHECKPOINTS`` (paths separated by ``os.pathsep``).
+A full pickle can run any code when it is loaded: opt in only for files you
+trust.
+"""
+import os
+import os.path as osp
+import pickle
+
+import numpy as np
 import torch
+from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
+TRUSTED_ENV = 'MMDET_SAMDETR_TRUSTED_CHECKPOINTS'
+_STATISTICS = ('min', 'max', 'current', 'mean')
 
-def load_trusted_local_checkpoint(filename: str, map_location=None):
-    """mmengine's local-file loader with ``weights_only=False``.
+
+def _history_buffer_statistic(owner, name: str):
+    """Stands in for ``builtins.getattr`` while a checkpoint unpickles.
+
+    ``HistoryBuffer`` pickles its statistics methods as
+    ``getattr(HistoryBuffer, 'min')`` and so on; this allows those four
+    lookups and nothing else.
+    """
+    if owner is HistoryBuffer and name in _STATISTICS:
+        return getattr(HistoryBuffer, name)
+    raise pickle.UnpicklingError(
+        f'getattr({owner!r}, {name!r}) is not a HistoryBuffer statistic')
+
+
+def _numpy_reconstructors():
+    """numpy's array and scalar reconstructors under the names numpy 2
+    (``numpy._core``) and numpy 1 (``numpy.core``) pickle them with."""
+    from numpy._core import multiarray
+    return [(fn, f'{package}.multiarray.{fn.__name__}')
+            for fn in (multiarray._reconstruct, multiarray.scalar)
+            for package in ('numpy._core', 'numpy.core')]
+
+
+#: numpy's dtype classes of booleans and numbers (an array's or scalar's
+#: dtype is rebuilt with one of them)
+NUMPY_DTYPE_CLASSES = sorted({
+    type(np.dtype(code))
+    for code in '?bhilqBHILQefdgFDG'
+}, key=lambda cls: cls.__name__)
+
+#: The globals of a Runner checkpoint beyond torch's default allow-list.
+RUNNER_CHECKPOINT_GLOBALS = [
+    HistoryBuffer,
+    (_history_buffer_statistic, 'builtins.getattr'),
+    np.ndarray,
+    np.dtype,
+    *NUMPY_DTYPE_CLASSES,
+    *_numpy_reconstructors(),
+]
+
+
+class UntrustedCheckpointError(pickle.UnpicklingError):
+    """A checkpoint asks for objects outside the allow-list."""
+
+
+def _trusted(filename: str) -> bool:
+    listed = os.environ.get(TRUSTED_ENV, '')
+    real = osp.realpath(filename)
+    return any(
+        osp.realpath(osp.expanduser(path)) == real
+        for path in listed.split(os.pathsep) if path)
+
+
+def _unpickler_reason(err: Exception) -> str:
+    """What torch's weights-only unpickler refused, without its boilerplate
+    (the first line, about torch 2.6, and the last, a documentation link)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    boilerplate = ('Weights only load failed', 'Check the documentation',
+                   'Please file an issue')
+    kept = [line for line in lines if not line.startswith(boilerplate)]
+    return ' '.join(kept) or type(err).__name__
+
+
+def load_from_local_safely(filename: str, map_location=None):
+    """mmengine's local-file loader, with ``weights_only=True`` and the
+    Runner's globals allowed.
 
     Args:
         filename (str): Path of the checkpoint (``~`` is expanded).
@@ -24,12 +103,30 @@ def load_trusted_local_checkpoint(filename: str, map_location=None):
 
     Returns:
         dict: The loaded checkpoint.
+
+    Raises:
+        UntrustedCheckpointError: The file needs globals outside
+            :data:`RUNNER_CHECKPOINT_GLOBALS` (nothing of it has run).
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
-    return torch.load(filename, map_location=map_location, weights_only=False)
+    if _trusted(filename):
+        return torch.load(
+            filename, map_location=map_location, weights_only=False)
+    with torch.serialization.safe_globals(RUNNER_CHECKPOINT_GLOBALS):
+        try:
+            return torch.load(
+                filename, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            reason = _unpickler_reason(err)
+            raise UntrustedCheckpointError(
+                f'refused to load {filename}: it asks for objects that a '
+                f'model checkpoint does not contain ({reason}). Loading it '
+                'fully could run arbitrary code; if you trust this file, '
+                f'list it in the environment variable {TRUSTED_ENV}.'
+            ) from None
 
 
 CheckpointLoader.register_scheme(
-    prefixes='', loader=load_trusted_local_checkpoint, force=True)
+    prefixes='', loader=load_from_local_safely, force=True)
