@@ -133,6 +133,44 @@ def test_crashed_run_resumes_from_last_checkpoint(tmp_path, toy_data):
     assert 'coco/bbox_mAP' in metrics
 
 
+class NaNFromIteration(Hook):
+    """Makes the box losses NaN from the 0-based iteration ``start`` on."""
+
+    def __init__(self, start):
+        self.start = start
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if runner.iter == self.start:
+            loss = runner.model.bbox_head.loss_bbox
+            forward = loss.forward
+            loss.forward = lambda *a, **kw: forward(*a, **kw) * float('nan')
+
+
+def test_non_finite_loss_stops_before_the_checkpoint_is_overwritten(
+        tmp_path, toy_data):
+    from mmdet_samdetr.engine import NonFiniteTrainingError
+    cfg_path = write_config(tmp_path, toy_data, epochs=2)
+    work = tmp_path / 'work'
+    runner = build_runner(cfg_path, work)
+    runner.register_hook(NaNFromIteration(2))  # 1st iteration of epoch 2
+    with pytest.raises(NonFiniteTrainingError) as info:
+        runner.train()
+    message = str(info.value)
+    assert message.startswith('iteration 3 (epoch 2): non-finite ')
+    assert 'loss_bbox' in message and 'd0.loss_bbox' in message
+    assert 'grad_norm' in message and 'epoch_1.pth' in message
+    assert not (work / 'epoch_2.pth').exists()
+    good = CheckpointLoader.load_checkpoint(str(work / 'epoch_1.pth'))
+    assert good['meta']['iter'] == 2
+    assert all(torch.isfinite(v).all() for v in good['state_dict'].values())
+    # the weights in memory are broken; the file resumes cleanly
+    assert not all(torch.isfinite(p).all()
+                   for p in runner.model.parameters())
+    runner = build_runner(cfg_path, work, resume=True)
+    runner.train()
+    assert runner.iter == 4
+
+
 def _mmdet_tools():
     import mmdet
     return osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')

@@ -6,6 +6,8 @@ _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
 
 custom_imports = dict(imports=['mmdet_samdetr'], allow_failed_imports=False)
 runner_type = 'CPUDDPRunner'  # mmengine's Runner, plus DDP on CPU (gloo)
+# stop at the first NaN/inf loss term or gradient norm, before it is saved
+custom_hooks = [dict(type='NonFiniteCheckHook')]
 
 model = dict(
     # Align-DETR: only the stem frozen (detectron2 freeze_at=1)

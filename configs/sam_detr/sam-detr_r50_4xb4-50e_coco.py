@@ -7,6 +7,8 @@ _base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
 custom_imports = dict(imports=['mmdet_samdetr'], allow_failed_imports=False)
 # mmengine's Runner, plus DDP on CPU-only machines (gloo); identical on GPUs.
 runner_type = 'CPUDDPRunner'
+# stop at the first NaN/inf loss term or gradient norm, before it is saved
+custom_hooks = [dict(type='NonFiniteCheckHook')]
 
 model = dict(
     type='SAMDETR',

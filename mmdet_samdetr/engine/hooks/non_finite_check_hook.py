@@ -1,0 +1,50 @@
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""Stop training at the first non-finite loss or gradient norm."""
+import math
+from typing import Optional
+
+from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """A loss term or the gradient norm became NaN or infinite."""
+
+
+@HOOKS.register_module()
+class NonFiniteCheckHook(Hook):
+    """Raise :class:`NonFiniteTrainingError` naming the iteration and every
+    non-finite loss term (or the gradient norm) as soon as one appears.
+
+    It runs after each training iteration and before mmengine's
+    ``CheckpointHook`` (priority ``ABOVE_NORMAL`` vs ``VERY_LOW``), so the
+    weights of the bad iteration are never saved: the last checkpoint on
+    disk stays the last good one, and ``--resume`` starts from it. The
+    gradient norm is the one ``optim_wrapper.clip_grad`` logs
+    (``train/grad_norm``), when gradients are clipped. mmdet's
+    ``CheckInvalidLossHook`` only checks the total loss, every 50 iterations
+    by default, and does not say which term failed.
+    """
+
+    priority = 'ABOVE_NORMAL'
+
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
+                         outputs: Optional[dict] = None) -> None:
+        bad = [
+            name for name, value in (outputs or {}).items()
+            if not math.isfinite(float(value))
+        ]
+        grad_norm = runner.message_hub.get_scalar('train/grad_norm')
+        if grad_norm is not None and not math.isfinite(
+                float(grad_norm.current())):
+            bad.append('grad_norm')
+        if bad:
+            last = runner.message_hub.get_info('last_ckpt')
+            raise NonFiniteTrainingError(
+                f'iteration {runner.iter + 1} (epoch {runner.epoch + 1}): '
+                f'non-finite {", ".join(bad)}; training stopped before '
+                'saving this iteration. Last checkpoint: '
+                f'{last or "none saved yet"} (resume with --resume).')
