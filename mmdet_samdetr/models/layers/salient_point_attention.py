@@ -51,6 +51,10 @@ class SalientPointCrossAttention(BaseModule):
         self.v_proj = Linear(embed_dims, embed_dims)
         self.out_proj = Linear(embed_dims, embed_dims)
         self.attn_drop = nn.Dropout(attn_drop)
+        # Inspection points (identities, no parameters): forward hooks on
+        # them receive the attention probabilities and the SMCA bias
+        self.attn_probs = nn.Identity()
+        self.smca_bias = nn.Identity()
 
     def init_weights(self) -> None:
         super().init_weights()
@@ -130,8 +134,8 @@ class SalientPointCrossAttention(BaseModule):
             logits = logits.masked_fill(key_padding_mask[:, None, None],
                                         float('-inf'))
         if attn_bias is not None:
-            logits = logits + attn_bias
-        weights = self.attn_drop(logits.softmax(dim=-1))
+            logits = logits + self.smca_bias(attn_bias)
+        weights = self.attn_drop(self.attn_probs(logits.softmax(dim=-1)))
         out = torch.matmul(weights, value)  # (bs, heads, nq, d / heads)
         return self.out_proj(out.transpose(1, 2).reshape(bs, num_queries,
                                                          dims))

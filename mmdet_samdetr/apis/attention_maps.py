@@ -1,0 +1,146 @@
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""What a SAM-DETR decoder layer looks at, for chosen detections.
+
+Everything comes from mmdet's detector API (``extract_feat``,
+``forward_transformer``, the head's forward) and from forward hooks on
+documented inspection points of the model (``attn_probs`` and
+``smca_bias`` of :class:`SalientPointCrossAttention`, the memory map that
+:class:`SemanticsAligner` receives); no forward pass is edited for it.
+"""
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmcv.transforms import Compose
+from mmdet.utils import get_test_pipeline_cfg
+
+
+def _test_pipeline(cfg):
+    """The config's test pipeline for a file or an array, without
+    annotations (as mmdet's ``DetInferencer``)."""
+    steps = [
+        step for step in get_test_pipeline_cfg(cfg)
+        if 'LoadAnnotations' not in step['type']
+    ]
+    return steps
+
+
+@torch.no_grad()
+def collect_attention(model,
+                      image: Union[str, np.ndarray],
+                      layer: int = -1,
+                      num_queries: int = 3,
+                      query_ids: Optional[List[int]] = None) -> Dict:
+    """Reference boxes, salient points and per-head attention of one decoder
+    layer for the top-scoring (or chosen) queries of one image.
+
+    Args:
+        model: A SAM-DETR / SAM-DETR++ detector from ``init_detector``.
+        image (str | ndarray): Path or BGR array.
+        layer (int): Decoder layer (negative: from the last).
+        num_queries (int): Top-scoring queries (max class score of the last
+            layer) when ``query_ids`` is None.
+        query_ids (list[int], optional): Queries to show.
+
+    Returns:
+        dict: in original-image pixels: ``image`` (H, W, 3) BGR,
+        ``queries`` (Q,), ``scores`` (Q,), ``labels`` (Q,), ``boxes``
+        (Q, 4) xyxy predicted by the last layer, ``ref_boxes`` (Q, 4) xyxy
+        the layer's reference boxes, ``points`` (Q, M, 2) its salient
+        points, ``attention`` (Q, heads, H, W) its attention probabilities
+        resampled to the image, ``smca`` (Q, heads, H, W) its SMCA Gaussians
+        (exp of the bias; None without SMCA), and ``level_shape`` (h, w) of
+        the feature map it reads.
+    """
+    model.eval()
+    num_layers = len(model.decoder.layers)
+    layer = layer % num_layers
+    steps = _test_pipeline(model.cfg)
+    if isinstance(image, np.ndarray):
+        steps[0] = dict(steps[0], type='mmdet.LoadImageFromNDArray')
+        data = dict(img=image, img_id=0)
+    else:
+        data = dict(img_path=image, img_id=0)
+    data = Compose(steps)(data)
+    data = model.data_preprocessor(
+        dict(inputs=[data['inputs']], data_samples=[data['data_samples']]),
+        False)
+    inputs, samples = data['inputs'], data['data_samples']
+
+    captured = {}
+    target = model.decoder.layers[layer]
+    hooks = [
+        target.cross_attn.attn_probs.register_forward_hook(
+            lambda m, a, out: captured.__setitem__('probs', out)),
+        target.cross_attn.smca_bias.register_forward_hook(
+            lambda m, a, out: captured.__setitem__('bias', out)),
+        target.semantics_aligner.register_forward_pre_hook(
+            lambda m, args: captured.__setitem__('memory', args[1]))
+    ]
+    try:
+        head_inputs = model.forward_transformer(
+            model.extract_feat(inputs), samples)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    cls_scores, bbox_preds = model.bbox_head(head_inputs['hidden_states'],
+                                             head_inputs['references'])
+    scores, labels = cls_scores[-1, 0].sigmoid().max(-1)
+    if query_ids is None:
+        query_ids = scores.topk(min(num_queries, len(scores)))[1].tolist()
+    queries = torch.as_tensor(query_ids, dtype=torch.long)
+
+    meta = samples[0].metainfo
+    img_h, img_w = meta['img_shape']
+    scale = np.array(meta['scale_factor'], dtype=np.float32)  # (w, h)
+    size = torch.tensor([img_w, img_h], dtype=torch.float32)
+
+    def to_image_xyxy(cxcywh):
+        xy, wh = cxcywh[..., :2], cxcywh[..., 2:]
+        return (torch.cat([xy - wh / 2, xy + wh / 2], -1) *
+                size.repeat(2)).numpy() / np.tile(scale, 2)
+
+    ref = head_inputs['references'][layer, 0, queries].float().cpu()
+    points = head_inputs['salient_points'][layer, 0, queries].float().cpu()
+    h, w = captured['memory'].shape[-2:]
+    valid_w, valid_h = _valid_cells(samples[0], h, w)
+    ori_h, ori_w = meta['ori_shape']
+
+    def to_image_maps(maps):  # (Q, heads, h * w) -> (Q, heads, ori_h, ori_w)
+        maps = maps[:, :, :h * w].reshape(len(queries), -1, h, w)
+        maps = maps[..., :valid_h, :valid_w].float().cpu()
+        return F.interpolate(maps, size=(ori_h, ori_w), mode='bilinear',
+                             align_corners=False).numpy()
+
+    probs = captured['probs'][0][:, queries].transpose(0, 1)
+    smca = None
+    if 'bias' in captured:
+        smca = to_image_maps(captured['bias'][0][:, queries].transpose(
+            0, 1).exp())
+    return dict(
+        image=_original_image(image, meta),
+        queries=queries.numpy(),
+        scores=scores[queries].cpu().numpy(),
+        labels=labels[queries].cpu().numpy(),
+        boxes=to_image_xyxy(bbox_preds[-1, 0, queries].float().cpu()),
+        ref_boxes=to_image_xyxy(ref),
+        points=(points * size).numpy() / scale,
+        attention=to_image_maps(probs),
+        smca=smca,
+        level_shape=(h, w))
+
+
+def _valid_cells(sample, height: int, width: int):
+    """(W, H) feature cells covering the image inside the padded batch."""
+    img_h, img_w = sample.metainfo['img_shape']
+    pad_h, pad_w = sample.metainfo['batch_input_shape']
+    return (int(np.ceil(width * img_w / pad_w)),
+            int(np.ceil(height * img_h / pad_h)))
+
+
+def _original_image(image, meta) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    import mmcv
+    return mmcv.imread(image)
