@@ -27,7 +27,7 @@ COLOURS = ['#e6194b', '#3cb44b', '#ffe119', '#4363d8', '#f58231', '#911eb4',
            '#46f0f0', '#f032e6', '#bcf60c', '#fabebe']
 
 
-def draw(result, index, path, class_names=None, layer=-1):
+def draw(result, index, path, class_names=None, layer=-1, dpi=110):
     """One figure for query ``index`` of :func:`collect_attention`'s
     result."""
     import matplotlib
@@ -61,6 +61,8 @@ def draw(result, index, path, class_names=None, layer=-1):
                 ax.scatter([x], [y], s=28 if head is None else 40,
                            c=COLOURS[h % len(COLOURS)], edgecolors='black',
                            linewidths=0.6, zorder=3)
+        ax.set_xlim(0, image.shape[1])
+        ax.set_ylim(image.shape[0], 0)
         ax.set_axis_off()
 
     boxes_and_points(axes[0, 0])
@@ -81,7 +83,7 @@ def draw(result, index, path, class_names=None, layer=-1):
             ax.imshow(smca[index][h], cmap='viridis', alpha=0.55)
             ax.set_title(f'head {h} Gaussian', fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 
@@ -98,6 +100,7 @@ def main(argv=None):
     parser.add_argument('--query-ids', type=int, nargs='+',
                         help='these queries instead of the top-scoring')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--dpi', type=int, default=110)
     args = parser.parse_args(argv)
 
     import mmdet_samdetr  # noqa: F401
@@ -116,7 +119,7 @@ def main(argv=None):
         for i, query in enumerate(result['queries']):
             path = osp.join(args.out_dir,
                             f'{stem}_layer{layer}_query{query}.png')
-            draw(result, i, path, classes, layer)
+            draw(result, i, path, classes, layer, args.dpi)
             written.append(path)
     print('\n'.join(written))
     return 0
