@@ -39,7 +39,10 @@ model = dict(
                 act_cfg=dict(type='ReLU', inplace=True)),
             dropout=0.1,
             with_smca=False)),
-    bbox_head=dict(type='SAMDETRHead', num_reg_fcs=2),
+    # The official criterion divides every loss by the ground truths of the
+    # whole batch (all-reduced), the class loss included.
+    bbox_head=dict(
+        type='SAMDETRHead', num_reg_fcs=2, sync_cls_avg_factor=True),
     train_cfg=dict(
         assigner=dict(
             match_costs=[

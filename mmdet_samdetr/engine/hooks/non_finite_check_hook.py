@@ -37,7 +37,8 @@ class NonFiniteCheckHook(Hook):
             name for name, value in (outputs or {}).items()
             if not math.isfinite(float(value))
         ]
-        grad_norm = runner.message_hub.get_scalar('train/grad_norm')
+        # only logged when optim_wrapper.clip_grad is set
+        grad_norm = runner.message_hub.log_scalars.get('train/grad_norm')
         if grad_norm is not None and not math.isfinite(
                 float(grad_norm.current())):
             bad.append('grad_norm')
