@@ -7,6 +7,7 @@ import os.path as osp
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -278,3 +279,53 @@ def test_two_processes_train_like_one_with_the_same_total_batch(
     for key in one:
         moved += int(not torch.equal(one[key], init[key]))
     assert moved > 10  # the comparison is not between untrained weights
+
+
+KILLER = '''
+import os
+import signal
+
+from mmengine.dist import get_rank
+from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
+
+
+@HOOKS.register_module()
+class KillRankAt(Hook):
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if get_rank() == 1 and runner.iter == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU gloo path')
+def test_a_dead_worker_ends_the_job_instead_of_hanging(tmp_path, toy_data):
+    """Rank 1 is SIGKILLed at its 2nd iteration (rank 0 then waits in the
+    gradient all-reduce): the launcher ends the whole job, names the rank
+    and the signal, and the job returns an error well before gloo's
+    30-minute timeout."""
+    (tmp_path / 'killer_hook.py').write_text(KILLER)
+    cfg_path = write_config(tmp_path, toy_data, epochs=2)
+    with open(cfg_path, 'a') as f:
+        f.write("custom_imports = dict(imports=['mmdet_samdetr', "
+                "'killer_hook'], allow_failed_imports=False)\n"
+                "custom_hooks = [dict(type='KillRankAt')]\n")
+    env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29619',
+               PYTHONPATH=f'{tmp_path}{os.pathsep}'
+               f'{os.environ.get("PYTHONPATH", "")}',
+               PATH=osp.dirname(sys.executable) + os.pathsep +
+               os.environ['PATH'])
+    start = time.time()
+    out = subprocess.run(
+        ['bash', osp.join(_mmdet_tools(), 'dist_train.sh'), cfg_path, '2',
+         '--work-dir', str(tmp_path / 'work')],
+        env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    took = time.time() - start
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert took < 300, took
+    # torch's launcher: "Root Cause (first observed failure): ... rank: 1
+    # ... exitcode: -9 (SIGKILL)", after it has stopped rank 0
+    cause = text[text.index('Root Cause'):]
+    assert 'rank      : 1' in cause and 'SIGKILL' in cause, text[-3000:]
