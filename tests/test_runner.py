@@ -329,3 +329,67 @@ def test_a_dead_worker_ends_the_job_instead_of_hanging(tmp_path, toy_data):
     # ... exitcode: -9 (SIGKILL)", after it has stopped rank 0
     cause = text[text.index('Root Cause'):]
     assert 'rank      : 1' in cause and 'SIGKILL' in cause, text[-3000:]
+
+
+KILL_AT = '''
+import os
+import signal
+
+from mmdet.registry import HOOKS
+from mmengine.hooks import Hook
+
+
+@HOOKS.register_module()
+class KillAtIter(Hook):
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        if str(runner.iter) == os.environ.get('KILL_AT_ITER'):
+            os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path,
+                                                          toy_data):
+    """SAM-DETR++ with DN (random denoising noise) and random flips: a run
+    SIGKILLed in the middle of epoch 2 and resumed from its last iteration
+    checkpoint ends bitwise equal to the uninterrupted run."""
+    (tmp_path / 'kill_at.py').write_text(KILL_AT)
+    cfg_path = write_config(tmp_path, toy_data, epochs=2,
+                            variant='sam-detr-pp-dn')
+    with open(cfg_path, 'a') as f:
+        f.write("default_hooks['checkpoint'].update(by_epoch=False, "
+                'max_keep_ckpts=20)\n'
+                "train_dataloader['batch_size'] = 2\n"
+                'randomness = dict(seed=0)\n'
+                "custom_imports = dict(imports=['mmdet_samdetr', 'kill_at'],"
+                ' allow_failed_imports=False)\n'
+                "custom_hooks = [dict(type='NonFiniteCheckHook'), "
+                "dict(type='RNGStateHook'), dict(type='KillAtIter')]\n")
+    tool = osp.join(_mmdet_tools(), 'train.py')
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PYTHONPATH=f'{tmp_path}{os.pathsep}'
+               f'{os.environ.get("PYTHONPATH", "")}')
+
+    def train(work, *extra, kill=None):
+        run_env = dict(env, KILL_AT_ITER=str(kill)) if kill else env
+        return subprocess.run(
+            [sys.executable, tool, cfg_path, '--work-dir', str(work),
+             *extra], env=run_env, capture_output=True, text=True,
+            timeout=600, cwd=REPO)
+
+    out = train(tmp_path / 'whole')
+    assert out.returncode == 0, out.stderr[-3000:]
+    # 8 images, batch 2: iterations 1-4 are epoch 1, 5-8 epoch 2
+    out = train(tmp_path / 'killed', kill=5)
+    assert out.returncode == -9, out.stderr[-3000:]
+    assert (tmp_path / 'killed' / 'iter_5.pth').exists()
+    assert not (tmp_path / 'killed' / 'iter_6.pth').exists()
+    out = train(tmp_path / 'killed', '--resume')
+    assert out.returncode == 0, out.stderr[-3000:]
+    whole = CheckpointLoader.load_checkpoint(
+        str(tmp_path / 'whole' / 'iter_8.pth'))
+    resumed = CheckpointLoader.load_checkpoint(
+        str(tmp_path / 'killed' / 'iter_8.pth'))
+    assert resumed['meta']['iter'] == whole['meta']['iter'] == 8
+    for key, value in whole['state_dict'].items():
+        assert torch.equal(resumed['state_dict'][key], value), key

@@ -6,8 +6,11 @@ _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
 
 custom_imports = dict(imports=['mmdet_samdetr'], allow_failed_imports=False)
 runner_type = 'CPUDDPRunner'  # mmengine's Runner, plus DDP on CPU (gloo)
-# stop at the first NaN/inf loss term or gradient norm, before it is saved
-custom_hooks = [dict(type='NonFiniteCheckHook')]
+# stop at the first NaN/inf loss term or gradient norm, before it is saved;
+# keep the random generators' states in checkpoints, and resume inside an
+# epoch exactly where a checkpoint was written
+custom_hooks = [dict(type='NonFiniteCheckHook'), dict(type='RNGStateHook')]
+train_cfg = dict(type='ResumableEpochBasedTrainLoop')
 
 model = dict(
     # Align-DETR: only the stem frozen (detectron2 freeze_at=1)

@@ -7,8 +7,11 @@ _base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
 custom_imports = dict(imports=['mmdet_samdetr'], allow_failed_imports=False)
 # mmengine's Runner, plus DDP on CPU-only machines (gloo); identical on GPUs.
 runner_type = 'CPUDDPRunner'
-# stop at the first NaN/inf loss term or gradient norm, before it is saved
-custom_hooks = [dict(type='NonFiniteCheckHook')]
+# stop at the first NaN/inf loss term or gradient norm, before it is saved;
+# keep the random generators' states in checkpoints, and resume inside an
+# epoch exactly where a checkpoint was written
+custom_hooks = [dict(type='NonFiniteCheckHook'), dict(type='RNGStateHook')]
+train_cfg = dict(type='ResumableEpochBasedTrainLoop')
 
 model = dict(
     type='SAMDETR',
