@@ -406,7 +406,7 @@ def test_align_detr_config_states_only_the_marked_differences_from_dino():
                            'dino-4scale_r50_8xb2-12e_coco.py')
     assert _diff(ours, dino) == {
         'custom_imports.imports', 'custom_imports.allow_failed_imports',
-        'custom_hooks',
+        'custom_hooks', 'train_cfg.type',
         'runner_type', 'model.backbone.frozen_stages', 'model.neck.bias',
         'model.positional_encoding.offset',
         'model.positional_encoding.temperature', 'model.bbox_head.type',
