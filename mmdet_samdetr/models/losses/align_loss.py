@@ -30,8 +30,8 @@ class AlignLoss(nn.Module):
 
     - ``'align'`` (default, the paper's Eq. 3):
       :math:`-t(1-p)^{\gamma}\log p - (1-t)p^{\gamma}\log(1-p)`.
-    - ``'ia_bce'`` (the released code's ``IA_BCE_loss``, which the paper's
-      50.3 AP row used): :math:`-t\log p - (1-t)\log(1-p)`.
+    - ``'ia_bce'`` (the released code's ``IA_BCE_loss``, whose released
+      configs reach 50.3 AP): :math:`-t\log p - (1-t)\log(1-p)`.
 
     Choices where the paper is silent (the released code decides each):
     the quality is clamped at ``min_quality`` = 0.01 *before* the rank
