@@ -1,4 +1,4 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-from .align_loss import AlignLoss
+from .align_loss import AlignLoss, align_quality
 
-__all__ = ['AlignLoss']
+__all__ = ['AlignLoss', 'align_quality']

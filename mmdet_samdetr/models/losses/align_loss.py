@@ -9,6 +9,16 @@ from mmdet.registry import MODELS
 from torch import Tensor, nn
 
 
+def align_quality(scores: Tensor,
+                  ious: Tensor,
+                  alpha: float = 0.25,
+                  min_quality: float = 0.01) -> Tensor:
+    """Align-DETR's detached quality :math:`\\max(p^{\\alpha}u^{1-\\alpha},
+    q_{min})` of probabilities ``scores`` and IoUs ``ious`` (same shape)."""
+    q = scores.detach().pow(alpha) * ious.detach().clamp(min=0).pow(1 - alpha)
+    return q.clamp(min=min_quality)
+
+
 @MODELS.register_module()
 class AlignLoss(nn.Module):
     r"""Align Loss: focal loss with a quality- and rank-aware soft target.
@@ -92,15 +102,8 @@ class AlignLoss(nn.Module):
         return torch.exp(-ranks.to(dtype) / self.tau)
 
     def quality(self, scores: Tensor, ious: Tensor) -> Tensor:
-        """Detached :math:`\\max(p^{\\alpha}u^{1-\\alpha}, q_{min})`.
-
-        Args:
-            scores (Tensor): Probabilities p, any shape.
-            ious (Tensor): IoUs u, the same shape.
-        """
-        q = scores.detach().pow(self.alpha) * ious.detach().clamp(
-            min=0).pow(1 - self.alpha)
-        return q.clamp(min=self.min_quality)
+        """:func:`align_quality` with this loss's ``alpha`` and clamp."""
+        return align_quality(scores, ious, self.alpha, self.min_quality)
 
     def _positive(self, logits: Tensor, targets: Tensor) -> Tensor:
         """Loss of positive entries (P,) from their logits and targets."""

@@ -12,6 +12,8 @@ from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from ...losses.align_loss import align_quality
+
 
 @TASK_UTILS.register_module()
 class MixedHungarianAssigner(HungarianAssigner):
@@ -116,10 +118,9 @@ class MixedHungarianAssigner(HungarianAssigner):
                 gt_bboxes[gts],
                 is_aligned=True)
             ious[rows] = pos_ious.to(ious.dtype)
-            scores = pred_instances.scores[rows, gt_labels[gts]].detach()
-            pos_quality = (scores.sigmoid().pow(self.alpha) *
-                           pos_ious.clamp(min=0).pow(1 - self.alpha)).clamp(
-                               min=self.min_quality)
+            scores = pred_instances.scores[rows, gt_labels[gts]].sigmoid()
+            pos_quality = align_quality(scores, pos_ious, self.alpha,
+                                        self.min_quality)
             quality[rows] = pos_quality.to(quality.dtype)
             ranks[rows] = self.rank_within_groups(gts, pos_quality, num_gts)
         result = AssignResult(
