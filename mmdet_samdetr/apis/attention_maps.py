@@ -9,21 +9,12 @@ documented inspection points of the model (``attn_probs`` and
 """
 from typing import Dict, List, Optional, Union
 
+import mmcv
 import numpy as np
 import torch
 import torch.nn.functional as F
 from mmcv.transforms import Compose
 from mmdet.utils import get_test_pipeline_cfg
-
-
-def _test_pipeline(cfg):
-    """The config's test pipeline for a file or an array, without
-    annotations (as mmdet's ``DetInferencer``)."""
-    steps = [
-        step for step in get_test_pipeline_cfg(cfg)
-        if 'LoadAnnotations' not in step['type']
-    ]
-    return steps
 
 
 @torch.no_grad()
@@ -56,7 +47,11 @@ def collect_attention(model,
     model.eval()
     num_layers = len(model.decoder.layers)
     layer = layer % num_layers
-    steps = _test_pipeline(model.cfg)
+    # the test pipeline without annotations (as mmdet's DetInferencer)
+    steps = [
+        step for step in get_test_pipeline_cfg(model.cfg)
+        if 'LoadAnnotations' not in step['type']
+    ]
     if isinstance(image, np.ndarray):
         steps[0] = dict(steps[0], type='mmdet.LoadImageFromNDArray')
         data = dict(img=image, img_id=0)
@@ -119,7 +114,7 @@ def collect_attention(model,
         smca = to_image_maps(captured['bias'][0][:, queries].transpose(
             0, 1).exp())
     return dict(
-        image=_original_image(image, meta),
+        image=image if isinstance(image, np.ndarray) else mmcv.imread(image),
         queries=queries.numpy(),
         scores=scores[queries].cpu().numpy(),
         labels=labels[queries].cpu().numpy(),
@@ -137,10 +132,3 @@ def _valid_cells(sample, height: int, width: int):
     pad_h, pad_w = sample.metainfo['batch_input_shape']
     return (int(np.ceil(width * img_w / pad_w)),
             int(np.ceil(height * img_h / pad_h)))
-
-
-def _original_image(image, meta) -> np.ndarray:
-    if isinstance(image, np.ndarray):
-        return image
-    import mmcv
-    return mmcv.imread(image)
