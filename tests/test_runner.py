@@ -172,6 +172,20 @@ def test_non_finite_loss_stops_before_the_checkpoint_is_overwritten(
     assert runner.iter == 4
 
 
+def _launch_env(port=None, extra_path=None):
+    """Environment of a launched training: one thread; mmdet's
+    dist_train.sh finds this Python first; ``extra_path`` importable."""
+    env = dict(os.environ, OMP_NUM_THREADS='1',
+               PATH=osp.dirname(sys.executable) + os.pathsep +
+               os.environ['PATH'])
+    if port is not None:
+        env['PORT'] = str(port)
+    if extra_path is not None:
+        env['PYTHONPATH'] = (f'{extra_path}{os.pathsep}'
+                             f'{os.environ.get("PYTHONPATH", "")}')
+    return env
+
+
 def _mmdet_tools():
     import mmdet
     return osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
@@ -183,9 +197,7 @@ def test_two_process_gloo_training_with_dist_train_sh(
         tmp_path, toy_data, variant):
     """mmdet's stock dist_train.sh CONFIG 2 on a CPU-only machine."""
     cfg_path = write_config(tmp_path, toy_data, epochs=1, variant=variant)
-    env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29613',
-               PATH=osp.dirname(sys.executable) + os.pathsep +
-               os.environ['PATH'])
+    env = _launch_env(port=29613)
     work = tmp_path / 'dist'
 
     def launch():
@@ -258,9 +270,7 @@ def test_two_processes_train_like_one_with_the_same_total_batch(
     dist_cfg = tmp_path / 'dist_cfg.py'
     dist_cfg.write_text(
         open(cfg_path).read() + "train_dataloader['batch_size'] = 2\n")
-    env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29617',
-               PATH=osp.dirname(sys.executable) + os.pathsep +
-               os.environ['PATH'])
+    env = _launch_env(port=29617)
     out = subprocess.run(
         ['bash', osp.join(_mmdet_tools(), 'dist_train.sh'), str(dist_cfg),
          '2', '--work-dir', str(tmp_path / 'dist')],
@@ -311,11 +321,7 @@ def test_a_dead_worker_ends_the_job_instead_of_hanging(tmp_path, toy_data):
         f.write("custom_imports = dict(imports=['mmdet_samdetr', "
                 "'killer_hook'], allow_failed_imports=False)\n"
                 "custom_hooks = [dict(type='KillRankAt')]\n")
-    env = dict(os.environ, OMP_NUM_THREADS='1', PORT='29619',
-               PYTHONPATH=f'{tmp_path}{os.pathsep}'
-               f'{os.environ.get("PYTHONPATH", "")}',
-               PATH=osp.dirname(sys.executable) + os.pathsep +
-               os.environ['PATH'])
+    env = _launch_env(port=29619, extra_path=tmp_path)
     start = time.time()
     out = subprocess.run(
         ['bash', osp.join(_mmdet_tools(), 'dist_train.sh'), cfg_path, '2',
@@ -366,9 +372,7 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path,
                 "custom_hooks = [dict(type='NonFiniteCheckHook'), "
                 "dict(type='RNGStateHook'), dict(type='KillAtIter')]\n")
     tool = osp.join(_mmdet_tools(), 'train.py')
-    env = dict(os.environ, OMP_NUM_THREADS='1',
-               PYTHONPATH=f'{tmp_path}{os.pathsep}'
-               f'{os.environ.get("PYTHONPATH", "")}')
+    env = _launch_env(extra_path=tmp_path)
 
     def train(work, *extra, kill=None):
         run_env = dict(env, KILL_AT_ITER=str(kill)) if kill else env
