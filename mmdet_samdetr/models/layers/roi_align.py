@@ -58,7 +58,9 @@ def _axis_weights(start: Tensor, end: Tensor, size: int, out_size: int,
     else:
         grid = torch.ceil(roi_len / out_size)
     grid = grid.clamp(min=0)
-    num_grid = max(int(grid.max().item()) if grid.numel() else 0, 1)
+    # an integer read of the largest grid (no float-to-int guard), so that
+    # torch.export keeps it data-dependent instead of failing on it
+    num_grid = grid.max().clamp(min=1).long().item() if grid.numel() else 1
 
     bins = torch.arange(out_size, dtype=start.dtype, device=start.device)
     samples = torch.arange(num_grid, dtype=start.dtype, device=start.device)
