@@ -204,10 +204,10 @@ def output_differences(reference: Sequence, outputs: Sequence,
     separated[:-1] &= gaps > tie_gap
     scale = np.array([width, height], dtype=np.float64)
     return dict(
-        scores=float(np.abs(out[1] - ref[1]).max()),
+        scores=float(np.abs(out[1] - ref[1]).max(initial=0.0)),
         boxes=float(np.abs((out[0] - ref[0]).reshape(-1, 2, 2) /
-                           scale)[separated].max()),
+                           scale)[separated].max(initial=0.0)),
         salient_points=float(
-            np.abs((out[3] - ref[3]) / scale)[separated].max()),
+            np.abs((out[3] - ref[3]) / scale)[separated].max(initial=0.0)),
         label_mismatches=int((out[2] != ref[2])[separated].sum()),
         compared=int(separated.sum()))
