@@ -65,10 +65,12 @@ def _check_against_pytorch(model, onnx_path, sizes):
             assert diff[key] < ATOL, (tuple(image.shape), diff)
 
 
-def test_tool_exports_single_scale_and_verifies(tmp_path, capsys):
+def test_tool_exports_toy_sam_detr_and_verifies(tmp_path, capsys):
+    """The toy config's model (the demo's architecture, random weights: the
+    trained toy checkpoint is not part of the repository)."""
     cfg = Config.fromfile(
         config_path('sam_detr_toy/sam-detr_r18_1xb8-toy-shapes.py'))
-    cfg.model = tiny_model_cfg(num_classes=5)
+    cfg.model.backbone.init_cfg = None
     model = _build(cfg.model)
     ckpt = tmp_path / 'model.pth'
     torch.save(dict(state_dict=model.state_dict()), ckpt)
