@@ -16,10 +16,15 @@ import sys
 import pytest
 import torch
 
+from mmdet.apis import inference_detector, init_detector
+
 from conftest import REPO, tiny_model_cfg, tiny_multiscale_cfg
+from mmdet_samdetr.apis import SAMDETRInferencer
 from mmdet_samdetr.models.layers import (SemanticsAligner, batched_roi_align,
                                          roi_point_sample,
                                          separable_roi_align)
+from test_inference import FAMILIES, fresh, make_family
+from test_inference import _images as inference_images
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason='needs a CUDA device')
@@ -223,6 +228,35 @@ def test_predict_on_cuda_equals_cpu(kind):
                                    atol=1e-3)
         torch.testing.assert_close(gpu.salient_points, cpu.salient_points,
                                    rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize('name', list(FAMILIES))
+def test_mmdet_inference_apis_on_cuda_equal_cpu(name, tmp_path):
+    """``init_detector`` + ``inference_detector`` and ``DetInferencer`` on
+    ``cuda:0`` for every config family, images of three sizes: the CPU
+    model's detections and salient points (original-image pixels)."""
+    cfg, ckpt = make_family(name, tmp_path)
+    results = {}
+    for device in ('cpu', 'cuda:0'):
+        model = init_detector(fresh(cfg), ckpt, device=device)
+        results[device] = [
+            r.pred_instances.cpu()
+            for r in inference_detector(model, inference_images())
+        ]
+    for gpu, cpu in zip(results['cuda:0'], results['cpu']):
+        torch.testing.assert_close(gpu.scores, cpu.scores, rtol=1e-4,
+                                   atol=1e-5)
+        torch.testing.assert_close(gpu.bboxes, cpu.bboxes, rtol=1e-4,
+                                   atol=1e-3)
+        torch.testing.assert_close(gpu.salient_points, cpu.salient_points,
+                                   rtol=1e-4, atol=1e-3)
+    inferencer = SAMDETRInferencer(model=fresh(cfg), weights=ckpt,
+                                   device='cuda:0')
+    preds = inferencer(inference_images())['predictions']
+    for pred, cpu in zip(preds, results['cpu']):
+        torch.testing.assert_close(torch.tensor(pred['scores']), cpu.scores,
+                                   rtol=1e-4, atol=1e-5)
+        assert len(pred['salient_points']) == len(cpu.scores)
 
 
 RECORD_HOOK = '''
