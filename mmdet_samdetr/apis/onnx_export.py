@@ -47,9 +47,10 @@ class SAMDETRForExport(nn.Module):
     """A SAM-DETR-family detector as one tensor-in, tensors-out module.
 
     Args:
-        detector (SAMDETR): A :class:`SAMDETR` or subclass (SAM-DETR++,
-            Align heads) in eval mode. Denoising queries are training-only
-            and never enter the graph.
+        detector (SAMDETR): A single-scale :class:`SAMDETR` (with or
+            without SMCA, R50 or DC5, any head; SAM-DETR++ is refused, see
+            the module docstring); set to eval mode. Denoising queries are
+            training-only and never enter the graph.
 
     Inputs:
         image (Tensor): (1, 3, H, W) float32 pixel values in the channel
@@ -124,7 +125,7 @@ def export_onnx(detector: SAMDETR,
     """Write ``detector``'s inference to an ONNX file.
 
     Args:
-        detector (SAMDETR): The detector, on CPU.
+        detector (SAMDETR): The detector (moved to the CPU).
         path (str): The ``.onnx`` file to write.
         example_shape (tuple[int, int]): (H, W) of the example image traced.
             Equivalent code paths chosen by shape (the aligner's point
