@@ -9,6 +9,7 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
@@ -34,13 +35,19 @@ def _tool():
 
 
 def _build(model_cfg):
-    """A tiny detector whose class scores are spread apart (random class
-    biases), so that few ranks are near ties."""
+    """A detector whose class scores are spread apart (random class
+    biases), so that few ranks are near ties, and whose deformable
+    attention (zero-initialized offset and weight layers) depends on its
+    queries."""
     torch.manual_seed(0)
     model = MODELS.build(model_cfg)
     model.init_weights()
     for fc in model.bbox_head.cls_branches:
         torch.nn.init.normal_(fc.bias, -2.0, 1.5)
+    for module in model.modules():
+        if isinstance(module, MultiScaleDeformableAttention):
+            torch.nn.init.normal_(module.sampling_offsets.weight, std=0.02)
+            torch.nn.init.normal_(module.attention_weights.weight, std=0.02)
     return model.eval()
 
 
@@ -101,9 +108,17 @@ def test_dc5_smca_align_head_exports(tmp_path):
     _check_against_pytorch(model, onnx_path, SIZES)
 
 
-def test_refuses_what_it_cannot_export():
-    with pytest.raises(NotImplementedError, match='SAM-DETR\\+\\+'):
-        SAMDETRForExport(_build(tiny_multiscale_cfg()))
+def test_sam_detr_pp_smca_exports(tmp_path):
+    """SAM-DETR++ (three levels, deformable encoder, decoder layers on
+    levels 2, 1, 0) with SMCA; DN is training-only."""
+    model = _build(tiny_multiscale_cfg(num_classes=5, with_smca=True,
+                                       with_dn=True))
+    onnx_path = tmp_path / 'model.onnx'
+    export_onnx(model, str(onnx_path), example_shape=TRACED, optimize=False)
+    _check_against_pytorch(model, onnx_path, SIZES)
+
+
+def test_refuses_padded_inputs():
     padded = tiny_model_cfg()
     padded.data_preprocessor.pad_size_divisor = 32
     with pytest.raises(ValueError, match='pad_size_divisor is 32'):
