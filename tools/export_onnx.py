@@ -32,7 +32,10 @@ def example_shape(cfg):
     from mmdet.utils import get_test_pipeline_cfg
     for step in get_test_pipeline_cfg(cfg):
         if step.get('type', '').endswith('Resize') and 'scale' in step:
-            width, height = step['scale']
+            scale = step['scale']
+            if isinstance(scale, int):
+                return scale, scale
+            width, height = scale
             return int(height), int(width)
     return 800, 1333
 
@@ -123,6 +126,10 @@ def main(argv=None):
     if args.static:
         inputs = [(name, image) for name, image in inputs
                   if tuple(image.shape[-2:]) == shape]
+        if not inputs:
+            print(f'--static: no image to verify is {shape[0]}x{shape[1]} '
+                  'after the test pipeline', file=sys.stderr)
+            return 1
     worst = verify(model, args.out, inputs)
     if worst > args.atol:
         print(f'largest difference {worst:.2e} > --atol {args.atol}',
