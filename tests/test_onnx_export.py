@@ -18,10 +18,10 @@ from mmdet_samdetr.apis import (SAMDETRForExport, export_onnx,
                                 output_differences, reference_outputs)
 
 ATOL = 1e-4
-# the traced size (wider than tall), then one wider and one taller: the
-# RoIAlign contracts the other side first, and in the DC5 model (stride 8)
-# the 200x72 map is large enough for the aligner's other point-sampling
-# path, while the graph keeps the paths chosen at the traced size
+# the traced size (wider than tall), then a wider and a taller image: for
+# the taller one PyTorch's RoIAlign contracts the other side first and, in
+# the DC5 model (stride 8), the aligner takes its other point-sampling path
+# (a 25x9 map), while the graph keeps the paths chosen at the traced size
 TRACED = (96, 112)
 SIZES = [(64, 160), (200, 72)]
 
