@@ -3,7 +3,7 @@
 """Export a SAM-DETR checkpoint to ONNX and check it with onnxruntime.
 
     python tools/export_onnx.py CONFIG CHECKPOINT --out model.onnx \\
-        [--shape H W] [--static] [--verify [IMAGE ...]]
+        [--shape H W] [--static] [--verify [IMAGE ...]] [--time ROUNDS]
 
 The graph (:class:`mmdet_samdetr.apis.SAMDETRForExport`) takes one image
 ``image`` (1, 3, H, W) float32 in the loader's channel order (BGR), resized
@@ -86,6 +86,32 @@ def verify(model, onnx_path, inputs):
     return worst
 
 
+def time_both(model, onnx_path, image, rounds):
+    """Median seconds of onnxruntime and of PyTorch's ``predict`` (with
+    the data preprocessor) on ``image``, taking turns, after one warm-up
+    each."""
+    import statistics
+
+    import onnxruntime
+    import torch
+    from mmdet_samdetr.apis import reference_outputs
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = onnxruntime.InferenceSession(
+        onnx_path, options, providers=['CPUExecutionProvider'])
+    feed = {'image': image[None].float().numpy()}
+    times = dict(onnxruntime=[], pytorch=[])
+    for round_id in range(rounds + 1):
+        for name, run in (('onnxruntime', lambda: session.run(None, feed)),
+                          ('pytorch',
+                           lambda: reference_outputs(model, image))):
+            start = time.perf_counter()
+            run()
+            if round_id:  # the first round warms up
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument('config')
@@ -104,6 +130,10 @@ def main(argv=None):
                         'ones without a path)')
     parser.add_argument('--atol', type=float, default=1e-4,
                         help='largest accepted difference of --verify')
+    parser.add_argument('--time', type=int, default=0, metavar='ROUNDS',
+                        help='with --verify: also time onnxruntime and '
+                        'PyTorch on the first image (medians of ROUNDS, '
+                        'torch.get_num_threads() threads each)')
     args = parser.parse_args(argv)
 
     import mmdet_samdetr  # noqa: F401
@@ -131,6 +161,13 @@ def main(argv=None):
                   'after the test pipeline', file=sys.stderr)
             return 1
     worst = verify(model, args.out, inputs)
+    if args.time:
+        import torch
+        name, image = inputs[0]
+        medians = time_both(model, args.out, image, args.time)
+        print(f'{name}: onnxruntime {medians["onnxruntime"] * 1e3:.0f} ms, '
+              f'PyTorch {medians["pytorch"] * 1e3:.0f} ms (medians of '
+              f'{args.time}, {torch.get_num_threads()} threads)')
     if worst > args.atol:
         print(f'largest difference {worst:.2e} > --atol {args.atol}',
               file=sys.stderr)
