@@ -56,7 +56,9 @@ def _axis_weights(start: Tensor, end: Tensor, size: int, out_size: int,
     if sampling_ratio > 0:
         grid = torch.full_like(roi_len, float(sampling_ratio))
     else:
-        grid = torch.ceil(roi_len / out_size)
+        # mmcv takes ceilf, the float32 ceiling, also of a float64 size:
+        # 1 + 2**-24 is one sample there, two in float64
+        grid = torch.ceil((roi_len / out_size).float()).to(roi_len.dtype)
     grid = grid.clamp(min=0)
     # an integer read of the largest grid (no float-to-int guard), so that
     # torch.export keeps it data-dependent instead of failing on it
