@@ -209,6 +209,14 @@ def test_denoising_trains_on_cuda(kind):
     assert grad is not None and grad.abs().max() > 0
 
 
+def assert_same_detections(gpu, cpu):
+    """Scores, boxes and salient points of the GPU run as the CPU run's."""
+    torch.testing.assert_close(gpu.scores, cpu.scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gpu.bboxes, cpu.bboxes, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(gpu.salient_points, cpu.salient_points,
+                               rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize('kind', ['ss', 'ms'])
 def test_predict_on_cuda_equals_cpu(kind):
     model = _tiny_detector(True, kind).eval()
@@ -222,12 +230,7 @@ def test_predict_on_cuda_equals_cpu(kind):
                 for r in net(**data, mode='predict')
             ]
     for gpu, cpu in zip(preds['cuda'], preds['cpu']):
-        torch.testing.assert_close(gpu.scores, cpu.scores, rtol=1e-4,
-                                   atol=1e-5)
-        torch.testing.assert_close(gpu.bboxes, cpu.bboxes, rtol=1e-4,
-                                   atol=1e-3)
-        torch.testing.assert_close(gpu.salient_points, cpu.salient_points,
-                                   rtol=1e-4, atol=1e-3)
+        assert_same_detections(gpu, cpu)
 
 
 @pytest.mark.parametrize('name', list(FAMILIES))
@@ -244,12 +247,7 @@ def test_mmdet_inference_apis_on_cuda_equal_cpu(name, tmp_path):
             for r in inference_detector(model, inference_images())
         ]
     for gpu, cpu in zip(results['cuda:0'], results['cpu']):
-        torch.testing.assert_close(gpu.scores, cpu.scores, rtol=1e-4,
-                                   atol=1e-5)
-        torch.testing.assert_close(gpu.bboxes, cpu.bboxes, rtol=1e-4,
-                                   atol=1e-3)
-        torch.testing.assert_close(gpu.salient_points, cpu.salient_points,
-                                   rtol=1e-4, atol=1e-3)
+        assert_same_detections(gpu, cpu)
     inferencer = SAMDETRInferencer(model=fresh(cfg), weights=ckpt,
                                    device='cuda:0')
     preds = inferencer(inference_images())['predictions']
@@ -285,16 +283,13 @@ def test_dist_train_sh_keeps_nccl_on_gpu(tmp_path):
     import json
 
     from mmdet_samdetr.datasets import generate_toy_dataset
-    from test_runner import write_config
+    from test_runner import add_custom_hooks, write_config
     data = tmp_path / 'toy'
     generate_toy_dataset(str(data), num_train=8, num_val=4, img_size=64,
                          seed=1)
     (tmp_path / 'record_hook.py').write_text(RECORD_HOOK)
     cfg = write_config(tmp_path, data, epochs=1)
-    with open(cfg, 'a') as f:
-        f.write("custom_imports = dict(imports=['mmdet_samdetr', "
-                "'record_hook'], allow_failed_imports=False)\n"
-                "custom_hooks = [dict(type='RecordDistributedSetup')]\n")
+    add_custom_hooks(cfg, 'record_hook', 'RecordDistributedSetup')
     import mmdet
     tools = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools')
     record = tmp_path / 'record.json'

@@ -82,6 +82,16 @@ def toy_data(tmp_path_factory):
     return root
 
 
+def add_custom_hooks(cfg_path, module, *hook_types):
+    """Append ``custom_imports`` of our package and ``module`` (a file
+    beside the config) and ``custom_hooks`` of ``hook_types``."""
+    hooks = ', '.join(f"dict(type='{t}')" for t in hook_types)
+    with open(cfg_path, 'a') as f:
+        f.write(f"custom_imports = dict(imports=['mmdet_samdetr', "
+                f"'{module}'], allow_failed_imports=False)\n"
+                f'custom_hooks = [{hooks}]\n')
+
+
 def write_config(tmp_path, toy_data, epochs=2, variant='sam-detr'):
     extra, base = BASES[variant]
     path = tmp_path / 'tiny_toy.py'
@@ -317,10 +327,7 @@ def test_a_dead_worker_ends_the_job_instead_of_hanging(tmp_path, toy_data):
     30-minute timeout."""
     (tmp_path / 'killer_hook.py').write_text(KILLER)
     cfg_path = write_config(tmp_path, toy_data, epochs=2)
-    with open(cfg_path, 'a') as f:
-        f.write("custom_imports = dict(imports=['mmdet_samdetr', "
-                "'killer_hook'], allow_failed_imports=False)\n"
-                "custom_hooks = [dict(type='KillRankAt')]\n")
+    add_custom_hooks(cfg_path, 'killer_hook', 'KillRankAt')
     env = _launch_env(port=29619, extra_path=tmp_path)
     start = time.time()
     out = subprocess.run(
@@ -366,11 +373,9 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path,
         f.write("default_hooks['checkpoint'].update(by_epoch=False, "
                 'max_keep_ckpts=20)\n'
                 "train_dataloader['batch_size'] = 2\n"
-                'randomness = dict(seed=0)\n'
-                "custom_imports = dict(imports=['mmdet_samdetr', 'kill_at'],"
-                ' allow_failed_imports=False)\n'
-                "custom_hooks = [dict(type='NonFiniteCheckHook'), "
-                "dict(type='RNGStateHook'), dict(type='KillAtIter')]\n")
+                'randomness = dict(seed=0)\n')
+    add_custom_hooks(cfg_path, 'kill_at', 'NonFiniteCheckHook',
+                     'RNGStateHook', 'KillAtIter')
     tool = osp.join(_mmdet_tools(), 'train.py')
     env = _launch_env(extra_path=tmp_path)
 
