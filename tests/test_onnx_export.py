@@ -4,6 +4,7 @@ own ``predict``, at image sizes other than the traced one."""
 import importlib.util
 import os.path as osp
 
+import mmcv
 import numpy as np
 import onnx
 import onnxruntime
@@ -95,6 +96,15 @@ def test_tool_exports_toy_sam_detr_and_verifies(tmp_path, capsys):
     assert [d.dim_value for d in dims.dim[:2]] == [1, 3]
     assert all(d.dim_param and not d.dim_value for d in dims.dim[2:])
     _check_against_pytorch(model, onnx_path, [TRACED] + SIZES)
+    # --verify IMAGE: a file through the test pipeline (resized to fit
+    # 96x96 as the toy config does)
+    image = tmp_path / 'image.png'
+    mmcv.imwrite(np.random.default_rng(0).integers(
+        0, 256, (60, 150, 3), dtype=np.uint8), str(image))
+    tool = _tool()
+    (name, packed), = tool.pipeline_inputs(cfg, [str(image)])
+    assert tuple(packed.shape) == (3, 38, 96)
+    assert tool.verify(model, str(onnx_path), [(name, packed)]) < ATOL
 
 
 def test_dc5_smca_align_head_exports(tmp_path):

@@ -42,9 +42,8 @@ def example_shape(cfg):
 
 def pipeline_inputs(cfg, paths):
     """(3, H, W) uint8 inputs of the images after the test pipeline."""
-    from mmcv.transforms import Compose
-    from mmdet.utils import get_test_pipeline_cfg
-    pipeline = Compose(get_test_pipeline_cfg(cfg))
+    from mmdet_samdetr.apis.attention_maps import inference_pipeline
+    pipeline = inference_pipeline(cfg)
     return [(path, pipeline(dict(img_path=path, img_id=0))['inputs'])
             for path in paths]
 

@@ -14,7 +14,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mmcv.transforms import Compose
+from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmdet.utils import get_test_pipeline_cfg
+
+
+def inference_pipeline(cfg, from_array: bool = False) -> Compose:
+    """The config's test pipeline without annotations, as mmdet's
+    ``DetInferencer`` builds it; ``from_array``: it loads a BGR array
+    (``img``) instead of a file (``img_path``)."""
+    steps = [
+        step for step in get_test_pipeline_cfg(cfg)
+        if 'LoadAnnotations' not in step['type']
+    ]
+    if from_array:
+        steps[0] = dict(steps[0], type='mmdet.LoadImageFromNDArray')
+    return Compose(steps)
 
 
 @torch.no_grad()
@@ -47,17 +61,9 @@ def collect_attention(model,
     model.eval()
     num_layers = len(model.decoder.layers)
     layer = layer % num_layers
-    # the test pipeline without annotations (as mmdet's DetInferencer)
-    steps = [
-        step for step in get_test_pipeline_cfg(model.cfg)
-        if 'LoadAnnotations' not in step['type']
-    ]
-    if isinstance(image, np.ndarray):
-        steps[0] = dict(steps[0], type='mmdet.LoadImageFromNDArray')
-        data = dict(img=image, img_id=0)
-    else:
-        data = dict(img_path=image, img_id=0)
-    data = Compose(steps)(data)
+    from_array = isinstance(image, np.ndarray)
+    data = dict(img=image) if from_array else dict(img_path=image)
+    data = inference_pipeline(model.cfg, from_array)(dict(data, img_id=0))
     data = model.data_preprocessor(
         dict(inputs=[data['inputs']], data_samples=[data['data_samples']]),
         False)
@@ -92,8 +98,7 @@ def collect_attention(model,
     size = torch.tensor([img_w, img_h], dtype=torch.float32)
 
     def to_image_xyxy(cxcywh):
-        xy, wh = cxcywh[..., :2], cxcywh[..., 2:]
-        return (torch.cat([xy - wh / 2, xy + wh / 2], -1) *
+        return (bbox_cxcywh_to_xyxy(cxcywh) *
                 size.repeat(2)).numpy() / np.tile(scale, 2)
 
     ref = head_inputs['references'][layer, 0, queries].float().cpu()
