@@ -1,11 +1,13 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """SAM-DETR family for MMDetection 3.x.
 
-Importing this package registers its detector, decoder layers, head and
-backbone in mmdet's ``MODELS`` registry, the ``CPUDDPRunner`` in mmengine's
-``RUNNERS``, and a checkpoint loader that reads Runner checkpoints under
-torch >= 2.6.
+Importing this package registers its modules and nothing else: the
+detectors, decoder layers, heads, losses, assigners and backbone in mmdet's
+registries, and the runners, hooks and train loop of
+:mod:`mmdet_samdetr.engine` in mmengine's. The configs switch those on
+(``configs/_base_/default_runtime.py``); nothing process-wide changes on
+import.
 """
-from . import datasets, engine, models  # noqa: F401
+from . import engine, models  # noqa: F401
 
 __version__ = '0.1.0'

@@ -1,7 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 import os.path as osp
 
-import pytest
 import torch
 from mmdet.structures import DetDataSample
 from mmdet.utils import register_all_modules
@@ -14,7 +13,6 @@ register_all_modules()
 torch.set_num_threads(2)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SPECS = osp.join(osp.dirname(REPO), 'shared', 'specs')
 
 
 def config_path(name: str) -> str:
@@ -87,11 +85,6 @@ def tiny_model_cfg(with_smca: bool = False,
     _tiny_decoder_and_head(cfg, with_smca, num_classes, num_queries,
                            embed_dims)
     return cfg
-
-
-@pytest.fixture
-def seed():
-    torch.manual_seed(0)
 
 
 def tiny_multiscale_cfg(with_smca: bool = False,

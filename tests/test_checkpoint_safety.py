@@ -1,7 +1,11 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""Checkpoints load with torch's weights_only protection kept on."""
+"""Checkpoints load with torch's weights_only protection kept on, and only
+where the package's runner, inferencer and tools load them: importing the
+package changes nothing process-wide."""
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,9 +13,19 @@ import torch
 from mmengine.logging import MessageHub
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
+from mmengine.runner.checkpoint import load_from_local
 
-from mmdet_samdetr.engine import UntrustedCheckpointError
+from mmdet_samdetr.engine import (SafeLoadingRunner, UntrustedCheckpointError,
+                                  load_from_local_safely,
+                                  safe_checkpoint_loading)
 from mmdet_samdetr.engine.checkpoint import TRUSTED_ENV
+
+
+def load_safely(path):
+    """``CheckpointLoader.load_checkpoint`` as the package's runners call
+    it."""
+    with safe_checkpoint_loading():
+        return CheckpointLoader.load_checkpoint(str(path))
 
 
 def runner_like_checkpoint(path):
@@ -39,6 +53,8 @@ def test_runner_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
     runner_like_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):  # torch's default refuses
         torch.load(path, weights_only=True)
+    with pytest.raises(pickle.UnpicklingError):  # so does mmengine's loader
+        CheckpointLoader.load_checkpoint(str(path))
     seen = []
     real_load = torch.load
 
@@ -47,7 +63,7 @@ def test_runner_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, 'load', spy)
-    ckpt = CheckpointLoader.load_checkpoint(str(path))
+    ckpt = load_safely(path)
     assert seen == [True]
     buffer = ckpt['message_hub']['log_scalars']['train/loss']
     assert isinstance(buffer, HistoryBuffer)
@@ -85,7 +101,7 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, payload):
     torch.save(dict(state_dict=dict(w=torch.zeros(1)), meta=dict(x=evil)),
                path)
     with pytest.raises(UntrustedCheckpointError) as info:
-        CheckpointLoader.load_checkpoint(str(path))
+        load_safely(path)
     message = str(info.value)
     assert str(path) in message and TRUSTED_ENV in message
     assert ('system' in message if payload == 'system' else
@@ -106,9 +122,114 @@ def test_full_pickle_only_with_an_explicit_opt_in_for_that_file(
     other = tmp_path / 'other.pth'
     torch.save(dict(meta=dict(extra=_Custom(4))), other)
     with pytest.raises(UntrustedCheckpointError, match='_Custom'):
-        CheckpointLoader.load_checkpoint(str(path))
+        load_safely(path)
     monkeypatch.setenv(TRUSTED_ENV, os.pathsep.join(['/nowhere', str(path)]))
-    assert CheckpointLoader.load_checkpoint(str(path))['meta'][
-        'extra'].value == 3
+    assert load_safely(path)['meta']['extra'].value == 3
     with pytest.raises(UntrustedCheckpointError):  # only the listed file
-        CheckpointLoader.load_checkpoint(str(other))
+        load_safely(other)
+
+
+@pytest.mark.parametrize('payload', ['system', 'getattr'])
+def test_runner_refuses_a_crafted_pickle_and_runs_nothing(tmp_path, payload):
+    """``load_from`` / ``--resume`` / ``tools/test.py`` go through
+    ``Runner.load_checkpoint``: the configs' runner loads safely there."""
+    marker = tmp_path / 'ran'
+    path = tmp_path / 'evil.pth'
+    evil = _RunsCode(marker) if payload == 'system' else _AsksForMore()
+    torch.save(dict(state_dict=dict(weight=torch.zeros(2, 2)),
+                    meta=dict(x=evil)), path)
+    runner = SafeLoadingRunner(
+        model=torch.nn.Linear(2, 2), work_dir=str(tmp_path / 'work'),
+        experiment_name=f'safety-{payload}')
+    with pytest.raises(UntrustedCheckpointError):
+        runner.load_checkpoint(str(path))
+    assert not marker.exists()
+    assert CheckpointLoader._get_checkpoint_loader(str(path)) is \
+        load_from_local
+    # a Runner checkpoint loads, into the model
+    good = tmp_path / 'epoch_1.pth'
+    runner_like_checkpoint(good)
+    runner.load_checkpoint(str(good))
+    assert torch.equal(runner.model.weight,
+                       load_safely(good)['state_dict']['weight'])
+
+
+def test_safe_loading_restores_the_previous_loader(tmp_path):
+    """Inside: the safe loader for local files; after, also on an error
+    and when nested, what was registered before (here another package's
+    loader), and the order of mmengine's schemes."""
+
+    def other_loader(filename, map_location=None):
+        return dict(loaded_by='other')
+
+    before = dict(CheckpointLoader._schemes)
+    assert before[''] is load_from_local
+    try:
+        CheckpointLoader.register_scheme('', other_loader, force=True)
+        registered = list(CheckpointLoader._schemes.items())
+        with safe_checkpoint_loading():
+            assert CheckpointLoader._schemes[''] is load_from_local_safely
+            with safe_checkpoint_loading():
+                assert CheckpointLoader._schemes[''] is \
+                    load_from_local_safely
+            assert CheckpointLoader._schemes[''] is load_from_local_safely
+        assert list(CheckpointLoader._schemes.items()) == registered
+        with pytest.raises(RuntimeError, match='inside'):
+            with safe_checkpoint_loading():
+                raise RuntimeError('inside')
+        assert list(CheckpointLoader._schemes.items()) == registered
+        assert CheckpointLoader.load_checkpoint(
+            str(tmp_path / 'x.pth')) == dict(loaded_by='other')
+    finally:
+        CheckpointLoader.register_scheme('', load_from_local, force=True)
+    assert CheckpointLoader._schemes == before
+
+
+# Everything process-wide that a package could change on import, printed
+# before and after `import mmdet_samdetr` (its dependencies imported first,
+# so that only the package's own import is compared).
+_PROCESS_STATE = r"""
+import json, os, random, sys, warnings
+import numpy as np
+import torch
+import mmcv.ops, mmdet.apis, mmdet.models, mmengine.runner, scipy.optimize
+from mmengine.runner import CheckpointLoader
+
+
+def state():
+    return dict(
+        schemes=[(prefix, f'{loader.__module__}.{loader.__qualname__}')
+                 for prefix, loader in CheckpointLoader._schemes.items()],
+        default_dtype=str(torch.get_default_dtype()),
+        threads=torch.get_num_threads(),
+        interop_threads=torch.get_num_interop_threads(),
+        safe_globals=sorted(map(str,
+                                torch.serialization.get_safe_globals())),
+        deterministic=torch.are_deterministic_algorithms_enabled(),
+        grad=torch.is_grad_enabled(),
+        anomaly=torch.is_anomaly_enabled(),
+        matmul_precision=torch.get_float32_matmul_precision(),
+        torch_rng=torch.get_rng_state().tolist(),
+        numpy_rng=str(np.random.get_state()),
+        python_rng=str(random.getstate()),
+        numpy_err=np.geterr(),
+        warnings=[str(f) for f in warnings.filters],
+        environ=sorted(os.environ.items()),
+        sys_path=list(sys.path),
+    )
+
+
+before = state()
+import mmdet_samdetr  # noqa: E402,F401
+after = state()
+print(json.dumps({key: [before[key], after[key]] for key in before
+                  if before[key] != after[key]}))
+"""
+
+
+def test_importing_the_package_changes_nothing_process_wide():
+    out = subprocess.run([sys.executable, '-c', _PROCESS_STATE],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    changed = out.stdout.strip().splitlines()[-1]
+    assert changed == '{}', changed

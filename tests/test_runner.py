@@ -15,9 +15,11 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.registry import RUNNERS
 from mmengine.runner import CheckpointLoader
+from mmengine.runner.checkpoint import load_from_local
 
 from conftest import REPO, config_path
-from mmdet_samdetr.datasets import generate_toy_dataset
+from demo.toy_shapes import generate_toy_dataset
+from mmdet_samdetr.engine import SafeLoadingRunner, safe_checkpoint_loading
 
 TINY = """
 _base_ = '{base}'
@@ -101,11 +103,40 @@ def write_config(tmp_path, toy_data, epochs=2, variant='sam-detr'):
     return str(path)
 
 
+def load_checkpoint(path):
+    """A Runner checkpoint, read as the package's runners read it."""
+    with safe_checkpoint_loading():
+        return CheckpointLoader.load_checkpoint(str(path))
+
+
 def build_runner(cfg_path, work_dir, **options):
     cfg = Config.fromfile(cfg_path)
     cfg.work_dir = str(work_dir)
     cfg.merge_from_dict(options)
     return RUNNERS.build(cfg)
+
+
+def _model_configs():
+    return sorted(
+        osp.relpath(path, config_path(''))
+        for path in glob.glob(config_path(osp.join('*', '*.py')))
+        if not path.startswith(config_path('_base_')))
+
+
+@pytest.mark.parametrize('name', _model_configs())
+def test_every_config_switches_on_the_runtime(name):
+    """The package only registers modules on import; each config turns on
+    its imports, runner, hooks and train loop (configs/_base_/
+    default_runtime.py), the CPU distributed runner only for the toys."""
+    cfg = Config.fromfile(config_path(name))
+    assert cfg.custom_imports == dict(
+        imports=['mmdet_samdetr'], allow_failed_imports=False)
+    assert [hook['type'] for hook in cfg.custom_hooks] == [
+        'NonFiniteCheckHook', 'RNGStateHook']
+    assert cfg.train_cfg.type == 'ResumableEpochBasedTrainLoop'
+    toy = name.startswith('sam_detr_toy')
+    assert cfg.runner_type == ('CPUDDPRunner' if toy else 'SafeLoadingRunner')
+    assert issubclass(RUNNERS.get(cfg.runner_type), SafeLoadingRunner)
 
 
 class CrashAt(Hook):
@@ -126,7 +157,7 @@ def test_crashed_run_resumes_from_last_checkpoint(tmp_path, toy_data):
     runner.register_hook(CrashAt(1))
     with pytest.raises(RuntimeError, match='simulated crash'):
         runner.train()
-    saved = CheckpointLoader.load_checkpoint(str(work / 'epoch_1.pth'))
+    saved = load_checkpoint(work / 'epoch_1.pth')
     assert saved['meta']['epoch'] == 1
     # --resume (auto): finds epoch_1.pth and finishes; the checkpoint loads
     # with weights_only=True through our allow-list (torch's defaults alone
@@ -135,8 +166,10 @@ def test_crashed_run_resumes_from_last_checkpoint(tmp_path, toy_data):
     runner.train()
     assert runner.epoch == 2
     assert runner.iter == 4  # 8 images / batch 4 = 2 iterations per epoch
-    resumed = CheckpointLoader.load_checkpoint(str(work / 'epoch_2.pth'))
+    resumed = load_checkpoint(work / 'epoch_2.pth')
     assert resumed['meta']['epoch'] == 2
+    # the runner's safe loader was mmengine's only while it loaded
+    assert CheckpointLoader._get_checkpoint_loader('x.pth') is load_from_local
     # and tools/test.py's path: load_from + test with CocoMetric
     runner = build_runner(
         cfg_path, tmp_path / 'test', load_from=str(work / 'epoch_2.pth'))
@@ -171,7 +204,7 @@ def test_non_finite_loss_stops_before_the_checkpoint_is_overwritten(
     assert 'loss_bbox' in message and 'd0.loss_bbox' in message
     assert 'grad_norm' in message and 'epoch_1.pth' in message
     assert not (work / 'epoch_2.pth').exists()
-    good = CheckpointLoader.load_checkpoint(str(work / 'epoch_1.pth'))
+    good = load_checkpoint(work / 'epoch_1.pth')
     assert good['meta']['iter'] == 2
     assert all(torch.isfinite(v).all() for v in good['state_dict'].values())
     # the weights in memory are broken; the file resumes cleanly
@@ -286,10 +319,8 @@ def test_two_processes_train_like_one_with_the_same_total_batch(
          '2', '--work-dir', str(tmp_path / 'dist')],
         env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    one = CheckpointLoader.load_checkpoint(
-        str(tmp_path / 'single' / 'epoch_1.pth'))['state_dict']
-    two = CheckpointLoader.load_checkpoint(
-        str(tmp_path / 'dist' / 'epoch_1.pth'))['state_dict']
+    one = load_checkpoint(tmp_path / 'single' / 'epoch_1.pth')['state_dict']
+    two = load_checkpoint(tmp_path / 'dist' / 'epoch_1.pth')['state_dict']
     assert one.keys() == two.keys()
     moved = 0
     for key in one:
@@ -395,10 +426,8 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path,
     assert not (tmp_path / 'killed' / 'iter_6.pth').exists()
     out = train(tmp_path / 'killed', '--resume')
     assert out.returncode == 0, out.stderr[-3000:]
-    whole = CheckpointLoader.load_checkpoint(
-        str(tmp_path / 'whole' / 'iter_8.pth'))
-    resumed = CheckpointLoader.load_checkpoint(
-        str(tmp_path / 'killed' / 'iter_8.pth'))
+    whole = load_checkpoint(tmp_path / 'whole' / 'iter_8.pth')
+    resumed = load_checkpoint(tmp_path / 'killed' / 'iter_8.pth')
     assert resumed['meta']['iter'] == whole['meta']['iter'] == 8
     for key, value in whole['state_dict'].items():
         assert torch.equal(resumed['state_dict'][key], value), key

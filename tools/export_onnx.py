@@ -20,11 +20,8 @@ a wider one) without them, and prints the largest differences from the
 PyTorch model's ``predict``; it exits with 1 above ``--atol``.
 """
 import argparse
-import os.path as osp
 import sys
 import time
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
 def example_shape(cfg):
@@ -135,11 +132,13 @@ def main(argv=None):
                         'torch.get_num_threads() threads each)')
     args = parser.parse_args(argv)
 
-    import mmdet_samdetr  # noqa: F401
     from mmdet.apis import init_detector
-    from mmdet_samdetr.apis import export_onnx
 
-    model = init_detector(args.config, args.checkpoint, device='cpu')
+    from mmdet_samdetr.apis import export_onnx
+    from mmdet_samdetr.engine import safe_checkpoint_loading
+
+    with safe_checkpoint_loading():
+        model = init_detector(args.config, args.checkpoint, device='cpu')
     shape = tuple(args.shape) if args.shape else example_shape(model.cfg)
     start = time.perf_counter()
     export_onnx(model, args.out, example_shape=shape,

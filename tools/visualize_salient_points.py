@@ -21,8 +21,6 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
 COLOURS = ['#e6194b', '#3cb44b', '#ffe119', '#4363d8', '#f58231', '#911eb4',
            '#46f0f0', '#f032e6', '#bcf60c', '#fabebe']
 
@@ -103,11 +101,14 @@ def main(argv=None):
     parser.add_argument('--dpi', type=int, default=110)
     args = parser.parse_args(argv)
 
-    import mmdet_samdetr  # noqa: F401
     from mmdet.apis import init_detector
-    from mmdet_samdetr.apis import collect_attention
 
-    model = init_detector(args.config, args.checkpoint, device=args.device)
+    from mmdet_samdetr.apis import collect_attention
+    from mmdet_samdetr.engine import safe_checkpoint_loading
+
+    with safe_checkpoint_loading():
+        model = init_detector(args.config, args.checkpoint,
+                              device=args.device)
     classes = (model.dataset_meta or {}).get('classes')
     layer = args.layer % len(model.decoder.layers)
     os.makedirs(args.out_dir, exist_ok=True)

@@ -2,14 +2,12 @@
 # row (Table 1: 50.5 AP; DINO: 49.0). Every change from mmdet's DINO config
 # is marked "Align-DETR:"; the model-side ones follow the released detrex
 # config (aligndetr_k=2_r50_4scale_12ep), as mmdet's projects/AlignDETR.
-_base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
+_base_ = [
+    'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py',
+    '../_base_/default_runtime.py'
+]
 
-custom_imports = dict(imports=['mmdet_samdetr'], allow_failed_imports=False)
-runner_type = 'CPUDDPRunner'  # mmengine's Runner, plus DDP on CPU (gloo)
-# stop at the first NaN/inf loss term or gradient norm, before it is saved;
-# keep the random generators' states in checkpoints, and resume inside an
-# epoch exactly where a checkpoint was written
-custom_hooks = [dict(type='NonFiniteCheckHook'), dict(type='RNGStateHook')]
+# resume inside an epoch exactly where a checkpoint was written
 train_cfg = dict(type='ResumableEpochBasedTrainLoop')
 
 model = dict(

@@ -2,15 +2,12 @@
 # States only what differs from mmdet's Conditional DETR (FocalLoss 2,
 # Hungarian costs 2/5/2, 300 queries, AdamW 1e-4 with backbone x0.1,
 # wd 1e-4, grad clip 0.1, 50 epochs with a drop at 40).
-_base_ = 'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py'
+_base_ = [
+    'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+    '../_base_/default_runtime.py'
+]
 
-custom_imports = dict(imports=['mmdet_samdetr'], allow_failed_imports=False)
-# mmengine's Runner, plus DDP on CPU-only machines (gloo); identical on GPUs.
-runner_type = 'CPUDDPRunner'
-# stop at the first NaN/inf loss term or gradient norm, before it is saved;
-# keep the random generators' states in checkpoints, and resume inside an
-# epoch exactly where a checkpoint was written
-custom_hooks = [dict(type='NonFiniteCheckHook'), dict(type='RNGStateHook')]
+# resume inside an epoch exactly where a checkpoint was written
 train_cfg = dict(type='ResumableEpochBasedTrainLoop')
 
 model = dict(

@@ -6,10 +6,14 @@
 #
 # Like the COCO models start from ImageNet, the backbone starts from a local
 # checkpoint pretrained for about a minute as a classifier of object crops of
-# the training split (no download): `python tools/make_toy_dataset.py` writes
+# the training split (no download): `python demo/make_toy_dataset.py` writes
 # both the data and `backbone_crops.pth`. From scratch, DETR-style training
-# does not get off the ground in 15 minutes (see README).
+# does not get off the ground in 15 minutes.
 _base_ = '../sam_detr/sam-detr_r50_4xb4-50e_coco.py'
+
+# SafeLoadingRunner plus distributed training on CPU-only machines (gloo);
+# on GPUs it is SafeLoadingRunner (NCCL)
+runner_type = 'CPUDDPRunner'
 
 data_root = 'data/toy_shapes/'
 classes = ('rectangle', 'ellipse', 'triangle', 'ring', 'cross')

@@ -7,6 +7,8 @@ import mmengine
 from mmdet.apis import DetInferencer
 from mmdet.structures import DetDataSample
 
+from ..engine import safe_checkpoint_loading
+
 
 class SAMDETRInferencer(DetInferencer):
     """:class:`mmdet.apis.DetInferencer` whose dict predictions (and the
@@ -14,14 +16,22 @@ class SAMDETRInferencer(DetInferencer):
     detection's ``salient_points``: (num_dets, 8, 2) (x, y) in original-image
     pixels, in the order of ``bboxes``.
 
-    mmdet's own ``DetInferencer`` works unchanged on every config here; its
-    dicts only keep labels, scores and boxes (the salient points are in its
-    ``return_datasamples=True`` results, as in ``inference_detector``'s).
+    mmdet's own ``DetInferencer`` works on every config here; its dicts
+    only keep labels, scores and boxes (the salient points are in its
+    ``return_datasamples=True`` results, as in ``inference_detector``'s),
+    and under torch >= 2.6 it reads a Runner checkpoint (``epoch_*.pth``)
+    only inside :func:`~mmdet_samdetr.engine.safe_checkpoint_loading`.
+    This class loads ``weights`` inside it.
 
-    Example:
+    Examples:
         >>> inferencer = SAMDETRInferencer(model=CONFIG, weights=CHECKPOINT)
         >>> inferencer('demo.jpg')['predictions'][0]['salient_points']
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        """Same arguments as :class:`mmdet.apis.DetInferencer`."""
+        with safe_checkpoint_loading():
+            super().__init__(*args, **kwargs)
 
     def pred2dict(self,
                   data_sample: DetDataSample,

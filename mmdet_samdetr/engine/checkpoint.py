@@ -5,12 +5,21 @@ A checkpoint written by mmengine's Runner pickles its ``message_hub``
 (``HistoryBuffer`` objects holding numpy arrays and references to their
 statistics methods), which ``torch.load`` refuses by default since torch
 2.6, so ``--resume``, ``load_from``, ``tools/test.py`` and mmdet's
-``DetInferencer`` fail with ``UnpicklingError``. Importing ``mmdet_samdetr``
-replaces mmengine's loader for local files with :func:`load_from_local_safely`,
-which keeps ``weights_only=True`` and allows exactly the extra globals such a
-checkpoint contains (:data:`RUNNER_CHECKPOINT_GLOBALS`), only while it
-loads. Anything else is refused before it runs, with a message naming the
-file and what it asked for.
+``DetInferencer`` fail with ``UnpicklingError``.
+:func:`load_from_local_safely` keeps ``weights_only=True`` and allows
+exactly the extra globals such a checkpoint contains
+(:data:`RUNNER_CHECKPOINT_GLOBALS`), only while it loads. Anything else is
+refused before it runs, with a message naming the file and what it asked
+for.
+
+Importing the package changes nothing in mmengine: the context manager
+:func:`safe_checkpoint_loading` makes :func:`load_from_local_safely`
+mmengine's loader of local files while it runs, and puts the previous
+loader back afterwards. :class:`~mmdet_samdetr.engine.SafeLoadingRunner`
+(the ``runner_type`` of ``configs/_base_/default_runtime.py``),
+:class:`~mmdet_samdetr.apis.SAMDETRInferencer` and the tools that load
+checkpoints (``tools/infer.py``, ``tools/export_onnx.py``,
+``tools/visualize_salient_points.py``) load inside it.
 
 A checkpoint that needs more (a full pickle) loads only if you opt in for
 that file, by listing its path in the environment variable
@@ -18,6 +27,7 @@ that file, by listing its path in the environment variable
 A full pickle can run any code when it is loaded: opt in only for files you
 trust.
 """
+import contextlib
 import os
 import os.path as osp
 import pickle
@@ -128,5 +138,33 @@ def load_from_local_safely(filename: str, map_location=None):
             ) from None
 
 
-CheckpointLoader.register_scheme(
-    prefixes='', loader=load_from_local_safely, force=True)
+@contextlib.contextmanager
+def safe_checkpoint_loading():
+    """Load local checkpoints with :func:`load_from_local_safely` inside
+    the ``with`` block.
+
+    mmengine's ``CheckpointLoader`` picks a loader by the path's prefix;
+    local files have the prefix ``''``. On entry this registers
+    :func:`load_from_local_safely` for it, on exit (also on an error) the
+    loader registered before, so nesting and other packages' loaders are
+    left as they were. Every mmengine call that reads a local checkpoint
+    (``Runner.load_checkpoint`` and ``resume``, ``load_checkpoint``,
+    mmdet's ``init_detector`` and ``DetInferencer``) goes through it; URLs
+    (``torchvision://``, ``http://``, ...) keep their own loaders.
+
+    Example:
+        >>> from mmdet.apis import init_detector
+        >>> with safe_checkpoint_loading():
+        ...     model = init_detector(CONFIG, 'work_dirs/epoch_12.pth')
+    """
+    previous = CheckpointLoader._schemes.get('')
+    CheckpointLoader.register_scheme(
+        prefixes='', loader=load_from_local_safely, force=True)
+    try:
+        yield
+    finally:
+        if previous is None:
+            CheckpointLoader._schemes.pop('', None)
+        else:
+            CheckpointLoader.register_scheme(
+                prefixes='', loader=previous, force=True)

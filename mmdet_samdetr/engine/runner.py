@@ -1,5 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""A Runner whose distributed mode also works on CPU-only machines."""
+"""mmengine's Runner with safe checkpoint loading, and one whose
+distributed mode also works on CPU-only machines."""
 import copy
 import os
 from typing import Dict, Optional
@@ -11,12 +12,42 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from torch import nn
 
+from .checkpoint import safe_checkpoint_loading
+
 
 @RUNNERS.register_module()
-class CPUDDPRunner(Runner):
-    """mmengine's Runner, plus distributed data parallel on CPU with gloo.
+class SafeLoadingRunner(Runner):
+    """mmengine's Runner, loading local checkpoints with
+    ``torch.load(weights_only=True)`` and the allow-list of a Runner
+    checkpoint (:func:`~mmdet_samdetr.engine.load_from_local_safely`).
 
-    With CUDA available it is exactly mmengine's Runner (NCCL and
+    ``load_from``, ``--resume`` (auto or from a file) and mmdet's
+    ``tools/test.py CONFIG CHECKPOINT`` all load through
+    :meth:`load_checkpoint` (``resume`` calls it too), which runs inside
+    :func:`~mmdet_samdetr.engine.safe_checkpoint_loading`: the safe loader
+    is mmengine's local-file loader only while this runner loads. A
+    crafted file that asks for anything else raises
+    :class:`~mmdet_samdetr.engine.UntrustedCheckpointError` before any of
+    it runs; the environment variable ``MMDET_SAMDETR_TRUSTED_CHECKPOINTS``
+    opts single files in to a full pickle.
+
+    The configs select it with ``runner_type = 'SafeLoadingRunner'``
+    (``configs/_base_/default_runtime.py``).
+    """
+
+    def load_checkpoint(self, filename: str, *args, **kwargs) -> dict:
+        """:meth:`mmengine.runner.Runner.load_checkpoint` (same arguments)
+        inside :func:`~mmdet_samdetr.engine.safe_checkpoint_loading`."""
+        with safe_checkpoint_loading():
+            return super().load_checkpoint(filename, *args, **kwargs)
+
+
+@RUNNERS.register_module()
+class CPUDDPRunner(SafeLoadingRunner):
+    """:class:`SafeLoadingRunner`, plus distributed data parallel on CPU
+    with gloo.
+
+    With CUDA available it is exactly :class:`SafeLoadingRunner` (NCCL and
     ``device_ids=[LOCAL_RANK]`` as configured). Without CUDA, under
     ``--launcher pytorch``:
 
@@ -31,9 +62,9 @@ class CPUDDPRunner(Runner):
       rank about one run in three ("terminate called without an active
       exception").
 
-    Select it with ``runner_type = 'CPUDDPRunner'`` in the config; mmdet's
-    stock ``tools/train.py``, ``tools/test.py`` and ``dist_train.sh`` then
-    work unchanged.
+    Select it with ``runner_type = 'CPUDDPRunner'`` in the config (the toy
+    configs do); mmdet's stock ``tools/train.py``, ``tools/test.py`` and
+    ``dist_train.sh`` then work unchanged on a CPU-only machine.
     """
 
     def setup_env(self, env_cfg: Dict) -> None:
