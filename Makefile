@@ -29,17 +29,17 @@ $(STAMP): setup.cfg $(CONSTRAINTS)
 	  mkdir -p $(WHEEL_CACHE) && mv $$tmp/mmcv-2.1.0-*.whl $(MMCV_WHEEL) && rm -rf $$tmp; \
 	fi
 	$(PIP) install -q -c $(CONSTRAINTS) $(MMCV_WHEEL)
-	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[tests,dev]"
+	$(PIP) install -q -c $(CONSTRAINTS) --no-build-isolation -e ".[tests,dev,docs]"
 	touch $(STAMP)
 
 test: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) tools/demo.py --work-dir $(DEMO_DIR)
+	$(PY) demo/demo.py --work-dir $(DEMO_DIR)
 
 benchmark: $(STAMP)
-	$(PY) tools/benchmark.py
+	$(PY) benchmarks/benchmark.py
 
 clean-venv:
 	rm -rf $(VENV)

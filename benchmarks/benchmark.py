@@ -14,9 +14,9 @@ models taking turns (see ``measure_all``). Prints medians, ratios against
 the baselines and each process's peak memory (CPU: peak RSS of the process,
 model build included; CUDA: max allocated).
 
-    python tools/benchmark.py                      # CPU, 512x640, batch 2
-    python tools/benchmark.py --models SAM-DETR++ DeformableDETR
-    python tools/benchmark.py --device cuda --size 800 1333
+    python benchmarks/benchmark.py                 # CPU, 512x640, batch 2
+    python benchmarks/benchmark.py --models SAM-DETR++ DeformableDETR
+    python benchmarks/benchmark.py --device cuda --size 800 1333
 """
 import argparse
 import json
@@ -27,8 +27,6 @@ import sys
 import time
 
 import torch
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 _RESULT = 'BENCHMARK-RESULT '
 

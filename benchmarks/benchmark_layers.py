@@ -2,29 +2,25 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """Forward + backward time of one SAM-DETR decoder layer and its parts.
 
-Where a training step's time goes, at the shapes of ``tools/benchmark.py``
-(batch 2, 300 queries, a 16x20 memory for 512x640 images; ``--size`` sets
-the memory): the SAM-DETR decoder layer and its Semantics Aligner,
-cross-attention (with and without the query projections folded into the
-key), self-attention and FFN; a ConditionalDETR decoder layer (mmdet's
-6-layer decoder divided by 6); and a large matrix product for the machine's
-peak. Medians of ``--repeat`` runs in one process, CPU. Each row also gives
-its multiply-accumulates (matrix products, forward and backward, counted by
-``torch.utils.flop_counter``) and the rate they ran at, to compare with the
-peak.
+Where a training step's time goes, at the shapes of ``benchmarks/benchmark.py``
+(batch 2, 300 queries, a 16x20 memory for 512x640 images; ``--size`` sets the
+memory): the SAM-DETR decoder layer and its Semantics Aligner, cross-attention
+(with and without the query projections folded into the key), self-attention
+and FFN; a ConditionalDETR decoder layer (mmdet's 6-layer decoder divided by
+6); and a large matrix product for the machine's peak. Medians of ``--repeat``
+runs in one process, CPU. Each row also gives its multiply-accumulates (matrix
+products, forward and backward, counted by ``torch.utils.flop_counter``) and
+the rate they ran at, to compare with the peak.
 
-    python tools/benchmark_layers.py [--size 16 20] [--repeat 10]
+    python benchmarks/benchmark_layers.py [--size 16 20] [--repeat 10]
 """
 import argparse
-import os.path as osp
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark import MODELS_UNDER_TEST, _config  # noqa: E402
+from benchmark import MODELS_UNDER_TEST, _config
 
 
 def median_ms(fn, repeat, warmup=3):

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# On the lent GPU machine (Python 3.12, CUDA torch, no network), from the
-# repository root, with .whl/ carried (tools/prepare_gpu_bundle.sh fills it):
+# GPU checks on a machine with a CUDA torch and no network, from the
+# repository root, with .whl/ carried over, filled on a machine with network
+# by (for a Python 3.12 image)
 #
-#   bash tools/gpu_check.sh build   # mmcv with CUDA ops for this GPU only
-#   bash tools/gpu_check.sh test    # tests/test_cuda.py + the whole suite
-#   bash tools/gpu_check.sh bench   # our benchmark and mmdet's (CUDA-only)
-#   bash tools/gpu_check.sh all     # the three in turn
+#   PYTHON_VERSION=3.12 NO_DEPS=1 tools/download_offline_wheels.sh .whl \
+#     mmengine==0.10.7 mmdet==3.3.0 pycocotools==2.0.8 terminaltables==3.1.10 \
+#     addict==2.4.0 yapf==0.40.1 platformdirs termcolor shapely tomli \
+#     importlib-metadata zipp
+#
+# (the packages such a CUDA image may lack; the package itself is used from
+# the checkout, through PYTHONPATH). Then:
+#
+#   bash benchmarks/gpu_check.sh build   # mmcv with CUDA ops for this GPU
+#   bash benchmarks/gpu_check.sh test    # tests/test_cuda.py + the suite
+#   bash benchmarks/gpu_check.sh bench   # our benchmark and mmdet's (CUDA)
+#   bash benchmarks/gpu_check.sh all     # the three in turn
 #
 # Each step writes its log under $OUT (or ./gpu_out). The build puts the mmcv
 # wheel in .whl/built/, which later calls on the same (warm) machine reuse.
@@ -48,13 +57,13 @@ tests() {
 
 bench() {
   install_deps
-  $PY tools/benchmark.py --device cuda --size 800 1333 --warmup 3 \
+  $PY benchmarks/benchmark.py --device cuda --size 800 1333 --warmup 3 \
     --repeat 10 --rounds 2 --no-flops --models SAM-DETR SAM-DETR+SMCA \
     ConditionalDETR SAM-DETR++ SAM-DETR++/SMCA+DN SAM-DETR++/roi \
     DeformableDETR DINO 2>&1 | tail -40
   # mmdet's own benchmark (CUDA only) needs a test set: the toy images,
   # resized by the COCO test pipeline to 800x1333 as COCO images are
-  $PY -c 'from mmdet_samdetr.datasets import generate_toy_dataset as g; g("data/toy_gpu", num_train=1, num_val=60)'
+  $PY -c 'from demo.toy_shapes import generate_toy_dataset as g; g("data/toy_gpu", num_train=1, num_val=60)'
   for cfg in configs/sam_detr/sam-detr_r50_4xb4-12e_coco.py \
              configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py; do
     echo "== mmdet benchmark: $cfg"

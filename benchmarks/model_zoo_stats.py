@@ -2,7 +2,7 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """Parameters and GFLOPs of the COCO configs at 800x1333, for the model zoo.
 
-    python tools/model_zoo_stats.py [CONFIG ...] [--json stats.json]
+    python benchmarks/model_zoo_stats.py [CONFIG ...] [--json stats.json]
 
 Without configs: every config listed in ``metafile.yml``. For each config,
 mmdet's own ``get_flops.py`` (``tools/get_flops.py``) runs on one
@@ -22,7 +22,6 @@ import sys
 import tempfile
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
 HEIGHT, WIDTH = 800, 1333
 
 

@@ -3,7 +3,7 @@
 """The main job of `make demo`: train, evaluate and draw SAM-DETR on toys.
 
 1. writes the toy-shapes dataset and its crop-pretrained backbone
-   (``tools/make_toy_dataset.py``; skipped when present);
+   (``demo/make_toy_dataset.py``; skipped when present);
 2. trains ``configs/sam_detr_toy/sam-detr_r18_1xb8-toy-shapes.py`` with
    mmengine's Runner, evaluating COCO bbox mAP every 2 epochs (CocoMetric);
 3. writes ``predictions.png`` (val images, boxes, labels and each
@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import os.path as osp
-import sys
 import time
 
 import cv2
@@ -23,8 +22,8 @@ import torch
 from mmengine.config import DictAction
 from mmengine.model import is_model_wrapper
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from make_toy_dataset import TOY_CONFIG, make_toy_dataset  # noqa: E402
+from make_toy_dataset import TOY_CONFIG, make_toy_dataset
+
 COLOURS = [(66, 135, 245), (245, 66, 90), (60, 200, 80), (245, 190, 40),
            (180, 80, 230)]
 

@@ -2,29 +2,24 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """Write the toy-shapes dataset and its crop-pretrained backbone.
 
-    python tools/make_toy_dataset.py [--out data/toy_shapes]
+    python demo/make_toy_dataset.py [--out data/toy_shapes]
 
 Deterministic (same seed, same files). The backbone checkpoint is what
 ``configs/sam_detr_toy/*`` load as their ``Pretrained`` backbone.
 """
 import argparse
 import os.path as osp
-import sys
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, REPO)
-sys.path.insert(0, osp.join(REPO, 'tools'))  # crop_pretrain
-
 TOY_CONFIG = osp.join(REPO, 'configs', 'sam_detr_toy',
                       'sam-detr_r18_1xb8-toy-shapes.py')
 
 
 def make_toy_dataset(out: str, config: str = TOY_CONFIG, num_train=2000,
                      num_val=100, pretrain_steps=400, force=False) -> None:
-    from mmengine.config import Config
-
-    from mmdet_samdetr.datasets import generate_toy_dataset
     from crop_pretrain import pretrain_backbone_on_crops
+    from mmengine.config import Config
+    from toy_shapes import generate_toy_dataset
     ann = osp.join(out, 'annotations', 'train.json')
     if force or not osp.isfile(ann):
         print(f'writing the toy dataset to {out} ...', flush=True)

@@ -282,7 +282,7 @@ def test_dist_train_sh_keeps_nccl_on_gpu(tmp_path):
     leaves mmengine's NCCL + CUDA DDP path alone."""
     import json
 
-    from mmdet_samdetr.datasets import generate_toy_dataset
+    from demo.toy_shapes import generate_toy_dataset
     from test_runner import add_custom_hooks, write_config
     data = tmp_path / 'toy'
     generate_toy_dataset(str(data), num_train=8, num_val=4, img_size=64,

@@ -71,16 +71,12 @@ def test_entry_matches_its_config(model):
 
 
 def test_model_zoo_stats_tool_measures_at_800x1333(tmp_path):
-    """tools/model_zoo_stats.py on a tiny COCO config: mmdet's get_flops.py
-    sees a 800x1333 input, and the counts come back parsed."""
-    import importlib.util
+    """benchmarks/model_zoo_stats.py on a tiny COCO config: mmdet's
+    get_flops.py sees a 800x1333 input, and the counts come back parsed."""
     import json
 
+    from benchmarks import model_zoo_stats as tool
     from conftest import config_path, tiny_model_cfg
-    spec = importlib.util.spec_from_file_location(
-        'model_zoo_stats', osp.join(REPO, 'tools', 'model_zoo_stats.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
     assert tool.to_giga('0.107T') == pytest.approx(107)
     assert tool.to_giga('58.3M') == pytest.approx(0.0583)
     cfg = Config.fromfile(

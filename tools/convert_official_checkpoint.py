@@ -16,10 +16,9 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-from mmdet_samdetr.engine import (UntrustedCheckpointError,  # noqa: E402
+from mmdet_samdetr.engine import (UntrustedCheckpointError,
                                   load_from_local_safely)
-from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint  # noqa
+from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint
 
 
 def main(argv=None) -> int:

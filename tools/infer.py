@@ -19,8 +19,6 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff',
                     '.webp')
 
@@ -90,7 +88,6 @@ def main(argv=None):
         print(f'no readable image in {args.image_dir}', file=sys.stderr)
         return 1
 
-    import mmdet_samdetr  # noqa: F401
     from mmdet_samdetr.apis import SAMDETRInferencer
     inferencer = SAMDETRInferencer(
         model=args.config, weights=args.checkpoint, device=args.device)

@@ -8,9 +8,10 @@ import mmdet
 
 
 def run(name: str) -> None:
-    """Execute ``mmdet/.mim/tools/<name>`` as ``__main__`` with our argv,
-    with this checkout importable (``custom_imports`` of our configs)."""
-    sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+    """Execute ``mmdet/.mim/tools/<name>`` as ``__main__`` with our argv.
+
+    The configs import ``mmdet_samdetr`` themselves (``custom_imports``),
+    so the package must be installed (``pip install -e .``)."""
     tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', name)
     sys.argv[0] = tool
     runpy.run_path(tool, run_name='__main__')
