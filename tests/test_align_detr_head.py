@@ -67,7 +67,8 @@ def test_layer_with_k2_reproduces_the_test_vector():
 
 def test_each_layer_gets_its_k_and_the_last_is_one_to_one():
     cls, box, gts, metas = vector_batch()
-    losses = head().loss_by_feat(
+    # without denoising queries (dn_meta None): SAM-DETR's split_outputs
+    losses = head(type='AlignSAMDETRHead').loss_by_feat(
         torch.stack([cls, cls]), torch.stack([box, box]), None, None, gts,
         metas, None)
     assert losses['d0.loss_cls'].item() == pytest.approx(2.50547, rel=1e-5)

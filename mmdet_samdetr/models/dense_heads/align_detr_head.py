@@ -1,10 +1,11 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""Align-DETR's losses on mmdet's DINO head."""
+"""Align-DETR's training targets for mmdet's DETR heads with denoising."""
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmdet.models.dense_heads import DINOHead
+from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from mmdet.structures.bbox import (bbox_cxcywh_to_xyxy, bbox_overlaps,
                                    bbox_xyxy_to_cxcywh)
@@ -17,23 +18,28 @@ from ..losses import AlignLoss
 from ..task_modules import MixedHungarianAssigner
 
 
-@MODELS.register_module()
-class AlignDETRHead(DINOHead):
-    r"""Head of `Align-DETR <https://arxiv.org/abs/2304.07527>`_ on DINO.
+class AlignDETRMixin:
+    r"""Align-DETR's matching and losses for a subclass of mmdet's
+    :class:`DINOHead` (`Align-DETR <https://arxiv.org/abs/2304.07527>`_,
+    Cai et al., BMVC 2024).
 
+    Put it first among the bases: ``class Head(AlignDETRMixin, DINOHead)``.
     Every prediction layer runs its own one-to-k matching
-    (:class:`MixedHungarianAssigner`, k from ``all_layers_num_gt_repeat``)
-    and is supervised by :class:`AlignLoss` with the rank weight
-    :math:`e^{-r/\tau}` on the soft class target and on the L1 and GIoU
-    losses (paper Eq. 4 and 6). The last decoder layer (k = 1) keeps the
-    soft target with rank 0; denoising queries get the soft target with
-    rank 0 (no rank weights), as in the official ``AlignDETRCriterion``.
-    Every loss is normalized by the number of ground truths (for DN, of
-    positive denoising queries), averaged over processes, at least 1: not
-    by the number of positives (k per ground truth).
+    (:class:`MixedHungarianAssigner`, k = ``all_layers_num_gt_repeat[i]``)
+    and is supervised by :class:`AlignLoss`, whose soft class target and
+    the L1 and GIoU losses carry the rank weight :math:`e^{-r/\tau}` (paper
+    Eq. 4 and 6). Denoising queries keep DINO's targets with the soft class
+    target at rank 0 (no rank weights), as the official
+    ``AlignDETRCriterion``. Every loss is normalized by the number of ground
+    truths (for DN, of positive denoising queries) averaged over processes,
+    at least 1 (the official ``num_boxes``): not by the number of positives,
+    which is k per ground truth.
 
-    Names and config keys follow mmdet's ``projects/AlignDETR`` port. The
-    layer index reaches :meth:`loss_by_feat_single` as an argument.
+    The layer index travels as an argument: :meth:`loss_by_feat` ->
+    :meth:`loss_by_feat_single` -> :meth:`get_targets` ->
+    :meth:`_get_targets_single` (mmdet's ``projects/AlignDETR`` recovers it
+    from the indexing of the score tensor instead). The denoising targets
+    are DINO's (:meth:`DINOHead.get_dn_targets`).
 
     Args:
         all_layers_num_gt_repeat (list[int], optional): k of every
@@ -41,15 +47,21 @@ class AlignDETRHead(DINOHead):
             when ``as_two_stage``. Defaults to the released configs: 2 on
             every decoder layer but the last (1), and 2 on the encoder.
         alpha (float, optional): Quality exponent; when given, written into
-            ``loss_cls`` (and the assigner), as the port's key.
+            ``loss_cls`` (and the assigner), as the key of mmdet's port.
         gamma (float, optional): Focusing exponent, likewise.
         tau (float, optional): Rank temperature, likewise.
         loss_cls (dict): Must build an :class:`AlignLoss`. The port's
             ``CrossEntropyLoss(use_sigmoid=True)`` (its way of writing
             IA-BCE) is read as ``AlignLoss(form='ia_bce')``.
-        train_cfg (dict): ``assigner`` must build a
+        train_cfg (dict, optional): ``assigner`` must build a
             :class:`MixedHungarianAssigner`; its ``alpha`` defaults to the
             loss's.
+
+    Raises:
+        TypeError: ``loss_cls`` or the assigner of another type.
+        ValueError: ``all_layers_num_gt_repeat`` without one k >= 1 per
+            prediction layer; a head-level key that disagrees with
+            ``loss_cls``; assigner and loss with different ``alpha``.
     """
 
     def __init__(self,
@@ -71,13 +83,14 @@ class AlignDETRHead(DINOHead):
                 assigner.setdefault('alpha', loss_cls.get('alpha', 0.25))
         super().__init__(
             *args, loss_cls=loss_cls, train_cfg=train_cfg, **kwargs)
+        name = type(self).__name__
         if not isinstance(self.loss_cls, AlignLoss):
-            raise TypeError('AlignDETRHead needs loss_cls=dict(type='
+            raise TypeError(f'{name} needs loss_cls=dict(type='
                             f"'AlignLoss'), got {type(self.loss_cls)}")
         if train_cfg is not None:
             if not isinstance(self.assigner, MixedHungarianAssigner):
                 raise TypeError(
-                    'AlignDETRHead needs train_cfg.assigner=dict(type='
+                    f'{name} needs train_cfg.assigner=dict(type='
                     f"'MixedHungarianAssigner'), got {type(self.assigner)}")
             if self.assigner.alpha != self.loss_cls.alpha:
                 raise ValueError(
@@ -107,8 +120,8 @@ class AlignDETRHead(DINOHead):
         if (loss_cls.get('type') == 'CrossEntropyLoss'
                 and loss_cls.get('use_sigmoid')):
             print_log(
-                'AlignDETRHead: loss_cls CrossEntropyLoss(use_sigmoid=True) '
-                "(mmdet's port) is read as AlignLoss(form='ia_bce')",
+                'loss_cls CrossEntropyLoss(use_sigmoid=True) (the loss of '
+                "mmdet's AlignDETR port) is read as AlignLoss(form='ia_bce')",
                 logger='current')
             loss_cls = dict(
                 type='AlignLoss',
@@ -135,49 +148,57 @@ class AlignDETRHead(DINOHead):
         dn_meta: Optional[Dict[str, int]] = None,
         batch_gt_instances_ignore: OptInstanceList = None
     ) -> Dict[str, Tensor]:
-        """:meth:`DINOHead.loss_by_feat`, with each layer's index passed to
-        :meth:`loss_by_feat_single` (for its k) and one normalizer for all
-        matching losses.
+        """:meth:`DINOHead.loss_by_feat`, with the index of every layer
+        passed to :meth:`loss_by_feat_single` (mmdet's version cannot pass
+        it) and one normalizer for all matching losses; the denoising losses
+        are :meth:`DINOHead.loss_dn`'s.
 
         Args:
-            all_layers_cls_scores (Tensor): (L, bs, nq_total, C).
-            all_layers_bbox_preds (Tensor): (L, bs, nq_total, 4), normalized
-                cxcywh.
-            enc_cls_scores (Tensor, optional): (bs, nq_enc, C).
-            enc_bbox_preds (Tensor, optional): (bs, nq_enc, 4).
-            dn_meta (dict, optional): Denoising layout; None: no DN.
+            all_layers_cls_scores (Tensor): (num_decoder_layers, bs,
+                num_queries_total, cls_out_channels) logits; the first
+                ``dn_meta['num_denoising_queries']`` queries are denoising
+                queries.
+            all_layers_bbox_preds (Tensor): (num_decoder_layers, bs,
+                num_queries_total, 4), normalized (cx, cy, w, h).
+            enc_cls_scores (Tensor, optional): (bs, num_queries,
+                cls_out_channels) of the encoder proposals (two-stage).
+            enc_bbox_preds (Tensor, optional): (bs, num_queries, 4).
+            batch_gt_instances (list[InstanceData]): ``bboxes`` (G, 4) xyxy
+                pixels and ``labels`` (G, ) of each image.
+            batch_img_metas (list[dict]): ``img_shape`` (h, w) of each image.
+            dn_meta (dict, optional): ``num_denoising_queries`` and
+                ``num_denoising_groups``; None: no denoising queries (only
+                where ``split_outputs`` accepts None, as
+                :meth:`SAMDETRHead.split_outputs`).
 
         Returns:
-            dict[str, Tensor]: mmdet DINO's keys (``loss_cls``, ``d{i}.*``,
-            ``enc_loss_*``, ``dn_loss_*``, ``d{i}.dn_loss_*``).
+            dict[str, Tensor]: mmdet DINO's keys: ``loss_cls``,
+            ``loss_bbox``, ``loss_iou`` of the last layer, ``d{i}.*`` of the
+            others, ``enc_loss_*`` and, with denoising queries,
+            ``dn_loss_*`` and ``d{i}.dn_loss_*``.
         """
         assert batch_gt_instances_ignore is None, \
-            'AlignDETRHead does not support ignored ground truths'
-        if dn_meta is None:  # mmdet 3.3's split_outputs needs a dn_meta
-            cls_scores, bbox_preds = all_layers_cls_scores, \
-                all_layers_bbox_preds
-            dn_cls_scores = dn_bbox_preds = None
-        else:
-            (cls_scores, bbox_preds, dn_cls_scores,
-             dn_bbox_preds) = self.split_outputs(all_layers_cls_scores,
-                                                 all_layers_bbox_preds,
-                                                 dn_meta)
-        num_gts = self._global_mean_count(
+            f'{type(self).__name__} does not support ignored ground truths'
+        (cls_scores, bbox_preds, dn_cls_scores,
+         dn_bbox_preds) = self.split_outputs(all_layers_cls_scores,
+                                             all_layers_bbox_preds, dn_meta)
+        num_gts = self._mean_over_processes(
             sum(len(gt) for gt in batch_gt_instances), all_layers_cls_scores)
+        names = ('loss_cls', 'loss_bbox', 'loss_iou')
         loss_dict = dict()
         num_layers = len(cls_scores)
-        for layer in range(num_layers):
+        for layer_index in range(num_layers):
             losses = self.loss_by_feat_single(
-                cls_scores[layer],
-                bbox_preds[layer],
+                cls_scores[layer_index],
+                bbox_preds[layer_index],
                 batch_gt_instances,
                 batch_img_metas,
-                layer_index=layer,
+                layer_index=layer_index,
                 avg_factor=num_gts)
-            prefix = '' if layer == num_layers - 1 else f'd{layer}.'
-            for name, value in zip(('loss_cls', 'loss_bbox', 'loss_iou'),
-                                   losses):
-                loss_dict[prefix + name] = value
+            prefix = ('' if layer_index == num_layers - 1 else
+                      f'd{layer_index}.')
+            loss_dict.update(
+                (prefix + name, loss) for name, loss in zip(names, losses))
         if enc_cls_scores is not None:
             losses = self.loss_by_feat_single(
                 enc_cls_scores,
@@ -186,9 +207,8 @@ class AlignDETRHead(DINOHead):
                 batch_img_metas,
                 layer_index=self.num_pred_layer - 1,
                 avg_factor=num_gts)
-            for name, value in zip(('loss_cls', 'loss_bbox', 'loss_iou'),
-                                   losses):
-                loss_dict['enc_' + name] = value
+            loss_dict.update(
+                ('enc_' + name, loss) for name, loss in zip(names, losses))
         if dn_cls_scores is not None:
             dn_losses = self.loss_dn(
                 dn_cls_scores,
@@ -196,19 +216,12 @@ class AlignDETRHead(DINOHead):
                 batch_gt_instances=batch_gt_instances,
                 batch_img_metas=batch_img_metas,
                 dn_meta=dn_meta)
-            names = ('dn_loss_cls', 'dn_loss_bbox', 'dn_loss_iou')
-            for name, values in zip(names, dn_losses):
-                loss_dict[name] = values[-1]
-                for layer, value in enumerate(values[:-1]):
-                    loss_dict[f'd{layer}.{name}'] = value
+            for name, layer_losses in zip(names, dn_losses):
+                loss_dict['dn_' + name] = layer_losses[-1]
+                loss_dict.update((f'd{layer_index}.dn_{name}', loss)
+                                 for layer_index, loss in enumerate(
+                                     layer_losses[:-1]))
         return loss_dict
-
-    @staticmethod
-    def _global_mean_count(count: int, like: Tensor) -> float:
-        """``count`` averaged over processes, at least 1 (the official
-        ``num_boxes``)."""
-        count = reduce_mean(like.new_tensor(float(count)))
-        return torch.clamp(count, min=1).item()
 
     def loss_by_feat_single(self,
                             cls_scores: Tensor,
@@ -218,56 +231,141 @@ class AlignDETRHead(DINOHead):
                             layer_index: Optional[int] = None,
                             avg_factor: Optional[float] = None
                             ) -> Tuple[Tensor]:
-        """Losses of one prediction layer's matching queries.
+        """Losses of the matching queries of one prediction layer.
 
         Args:
-            cls_scores (Tensor): (bs, nq, C) logits.
-            bbox_preds (Tensor): (bs, nq, 4) normalized cxcywh.
-            layer_index (int): Index into ``all_layers_num_gt_repeat``.
-            avg_factor (float, optional): Normalizer; defaults to the number
-                of ground truths averaged over processes.
+            cls_scores (Tensor): (bs, num_queries, cls_out_channels) logits.
+            bbox_preds (Tensor): (bs, num_queries, 4), normalized (cx, cy,
+                w, h).
+            batch_gt_instances (list[InstanceData]): As in
+                :meth:`loss_by_feat`.
+            batch_img_metas (list[dict]): As in :meth:`loss_by_feat`.
+            layer_index (int): Index into ``all_layers_num_gt_repeat`` (the
+                encoder output: ``num_pred_layer - 1``).
+            avg_factor (float, optional): Normalizer of the three losses;
+                defaults to the number of ground truths averaged over
+                processes, at least 1.
 
         Returns:
             tuple[Tensor]: ``loss_cls``, ``loss_bbox``, ``loss_iou``.
+
+        Raises:
+            ValueError: Without ``layer_index`` (as when called by mmdet's
+                ``loss_by_feat``).
         """
         if layer_index is None:
-            raise ValueError('AlignDETRHead.loss_by_feat_single needs the '
-                             'layer_index (it selects k)')
-        k = self.all_layers_num_gt_repeat[layer_index]
+            raise ValueError(f'{type(self).__name__}.loss_by_feat_single '
+                             'needs the layer_index (it selects k)')
         if avg_factor is None:
-            avg_factor = self._global_mean_count(
+            avg_factor = self._mean_over_processes(
                 sum(len(gt) for gt in batch_gt_instances), cls_scores)
-        factors = self._image_factors(batch_img_metas, bbox_preds)
-        pred_xyxy = bbox_cxcywh_to_xyxy(bbox_preds) * factors
-        labels = torch.full(cls_scores.shape[:2], self.num_classes,
-                            dtype=torch.long, device=cls_scores.device)
+        labels_list, ious_list, ranks_list, bbox_targets_list = \
+            self.get_targets(list(cls_scores), list(bbox_preds),
+                             batch_gt_instances, batch_img_metas, layer_index)
+        return self._align_losses(cls_scores, bbox_preds, batch_img_metas,
+                                  torch.stack(labels_list),
+                                  torch.stack(ious_list),
+                                  torch.stack(ranks_list),
+                                  torch.stack(bbox_targets_list), avg_factor)
+
+    def get_targets(self, cls_scores_list: List[Tensor],
+                    bbox_preds_list: List[Tensor],
+                    batch_gt_instances: InstanceList,
+                    batch_img_metas: List[dict],
+                    layer_index: int) -> Tuple[List[Tensor]]:
+        """Align-DETR's targets of one layer's matching queries, image by
+        image (:meth:`_get_targets_single`).
+
+        Args:
+            cls_scores_list (list[Tensor]): (num_queries, cls_out_channels)
+                logits of each image.
+            bbox_preds_list (list[Tensor]): (num_queries, 4) normalized
+                (cx, cy, w, h) of each image.
+            layer_index (int): Index into ``all_layers_num_gt_repeat``.
+
+        Returns:
+            tuple[list[Tensor]]: ``labels_list``, ``ious_list``,
+            ``ranks_list`` and ``bbox_targets_list``, one entry per image
+            (see :meth:`_get_targets_single`).
+        """
+        return multi_apply(
+            self._get_targets_single,
+            cls_scores_list,
+            bbox_preds_list,
+            batch_gt_instances,
+            batch_img_metas,
+            layer_index=layer_index)
+
+    def _get_targets_single(self, cls_score: Tensor, bbox_pred: Tensor,
+                            gt_instances: InstanceData, img_meta: dict,
+                            layer_index: int) -> Tuple[Tensor]:
+        """Targets of one image's matching queries: k queries per ground
+        truth (k of ``layer_index``), ranked by quality (official
+        ``MixedMatcher`` and ``get_local_rank``).
+
+        Args:
+            cls_score (Tensor): (num_queries, cls_out_channels) logits.
+            bbox_pred (Tensor): (num_queries, 4), normalized (cx, cy, w, h).
+            gt_instances (InstanceData): ``bboxes`` (G, 4) xyxy pixels and
+                ``labels`` (G, ).
+            img_meta (dict): ``img_shape`` (h, w).
+            layer_index (int): Index into ``all_layers_num_gt_repeat``.
+
+        Returns:
+            tuple[Tensor]: ``labels`` (num_queries, ) (``num_classes`` for
+            background), ``ious`` (num_queries, ) IoU of each positive with
+            its ground truth (0 for background), ``ranks`` (num_queries, )
+            rank of each positive among its ground truth's candidates (0 =
+            best; 0 for background) and ``bbox_targets`` (num_queries, 4)
+            normalized (cx, cy, w, h) (0 for background).
+        """
+        img_h, img_w = img_meta['img_shape'][:2]
+        factor = bbox_pred.new_tensor([img_w, img_h, img_w, img_h])[None]
+        pred_instances = InstanceData(
+            scores=cls_score, bboxes=bbox_cxcywh_to_xyxy(bbox_pred) * factor)
+        # the Hungarian assignment runs on the CPU, as in mmdet's DETRs
+        assign_result = self.assigner.assign(
+            pred_instances,
+            gt_instances,
+            img_meta,
+            k=self.all_layers_num_gt_repeat[layer_index])
+        pos_inds = (assign_result.gt_inds > 0).nonzero()[:, 0]
+        labels = torch.full(cls_score.shape[:1], self.num_classes,
+                            dtype=torch.long, device=cls_score.device)
+        labels[pos_inds] = assign_result.labels[pos_inds]
+        ious = bbox_pred.new_zeros(labels.shape)
+        ious[pos_inds] = assign_result.max_overlaps[pos_inds]
         ranks = torch.zeros_like(labels)
-        ious = bbox_preds.new_zeros(cls_scores.shape[:2])
-        bbox_targets = torch.zeros_like(bbox_preds)
-        # one Hungarian assignment per image, on the CPU (as mmdet's DETRs)
-        for i, (gt, meta) in enumerate(zip(batch_gt_instances,
-                                           batch_img_metas)):
-            result = self.assigner.assign(
-                InstanceData(scores=cls_scores[i], bboxes=pred_xyxy[i]), gt,
-                meta, k=k)
-            pos = (result.gt_inds > 0).nonzero()[:, 0]
-            labels[i, pos] = result.labels[pos]
-            ious[i, pos] = result.max_overlaps[pos]
-            ranks[i, pos] = result.get_extra_property('ranks')[pos]
-            bbox_targets[i, pos] = bbox_xyxy_to_cxcywh(
-                gt.bboxes[result.gt_inds[pos] - 1] / factors[i])
-        return self._align_losses(cls_scores, bbox_preds, factors, labels,
-                                  ious, ranks, bbox_targets, avg_factor)
+        ranks[pos_inds] = assign_result.get_extra_property('ranks')[pos_inds]
+        bbox_targets = torch.zeros_like(bbox_pred)
+        pos_gt_bboxes = gt_instances.bboxes[assign_result.gt_inds[pos_inds] -
+                                            1]
+        bbox_targets[pos_inds] = bbox_xyxy_to_cxcywh(pos_gt_bboxes / factor)
+        return labels, ious, ranks, bbox_targets
 
     def _loss_dn_single(self, dn_cls_scores: Tensor, dn_bbox_preds: Tensor,
                         batch_gt_instances: InstanceList,
                         batch_img_metas: List[dict],
                         dn_meta: Dict[str, int]) -> Tuple[Tensor]:
-        """Denoising losses of one layer: the positive denoising queries
-        (DINO's targets) with the soft target at rank 0 and box weight 1."""
-        labels, _, bbox_targets, _, num_pos, _ = self.get_dn_targets(
-            batch_gt_instances, batch_img_metas, dn_meta)
-        labels, bbox_targets = torch.stack(labels), torch.stack(bbox_targets)
+        """Denoising losses of one layer: DINO's targets
+        (:meth:`DINOHead.get_dn_targets`), the soft class target at rank 0,
+        box weight 1, normalized by the positive denoising queries.
+
+        Args:
+            dn_cls_scores (Tensor): (bs, num_denoising_queries,
+                cls_out_channels) logits.
+            dn_bbox_preds (Tensor): (bs, num_denoising_queries, 4),
+                normalized (cx, cy, w, h).
+            dn_meta (dict): ``num_denoising_queries`` and
+                ``num_denoising_groups``.
+
+        Returns:
+            tuple[Tensor]: ``loss_cls``, ``loss_bbox``, ``loss_iou``.
+        """
+        labels_list, _, bbox_targets_list, _, num_total_pos, _ = \
+            self.get_dn_targets(batch_gt_instances, batch_img_metas, dn_meta)
+        labels = torch.stack(labels_list)
+        bbox_targets = torch.stack(bbox_targets_list)
         factors = self._image_factors(batch_img_metas, dn_bbox_preds)
         pos = labels < self.num_classes
         ious = dn_bbox_preds.new_zeros(labels.shape)
@@ -276,31 +374,43 @@ class AlignDETRHead(DINOHead):
             (bbox_cxcywh_to_xyxy(bbox_targets) * factors)[pos],
             is_aligned=True)
         return self._align_losses(
-            dn_cls_scores, dn_bbox_preds, factors, labels, ious,
+            dn_cls_scores, dn_bbox_preds, batch_img_metas, labels, ious,
             torch.zeros_like(labels), bbox_targets,
-            self._global_mean_count(num_pos, dn_cls_scores))
+            self._mean_over_processes(num_total_pos, dn_cls_scores))
+
+    @staticmethod
+    def _mean_over_processes(count: int, like: Tensor) -> float:
+        """``count`` averaged over processes (mmdet's ``reduce_mean``), at
+        least 1: the official ``num_boxes``."""
+        count = reduce_mean(like.new_tensor(float(count)))
+        return torch.clamp(count, min=1).item()
 
     @staticmethod
     def _image_factors(batch_img_metas: List[dict], like: Tensor) -> Tensor:
-        """(bs, 1, 4) image sizes (w, h, w, h)."""
+        """(bs, 1, 4) image sizes (w, h, w, h) in pixels."""
         return like.new_tensor([[[meta['img_shape'][1], meta['img_shape'][0]]
                                  * 2] for meta in batch_img_metas])
 
     def _align_losses(self, cls_scores: Tensor, bbox_preds: Tensor,
-                      factors: Tensor, labels: Tensor, ious: Tensor,
-                      ranks: Tensor, bbox_targets: Tensor,
+                      batch_img_metas: List[dict], labels: Tensor,
+                      ious: Tensor, ranks: Tensor, bbox_targets: Tensor,
                       avg_factor: float) -> Tuple[Tensor]:
-        """Class, L1 and GIoU losses from per-query targets.
+        """Class, L1 and GIoU losses from per-query targets (paper Eq. 3-6;
+        the box losses of the positives only, weighted by
+        :math:`e^{-r/\\tau}`).
 
         Args:
-            cls_scores (Tensor): (bs, n, C) logits.
-            bbox_preds (Tensor): (bs, n, 4) normalized cxcywh.
-            factors (Tensor): (bs, 1, 4) image sizes.
+            cls_scores (Tensor): (bs, n, cls_out_channels) logits.
+            bbox_preds (Tensor): (bs, n, 4) normalized (cx, cy, w, h).
+            batch_img_metas (list[dict]): ``img_shape`` (h, w) of each image.
             labels (Tensor): (bs, n), ``num_classes`` = background.
             ious (Tensor): (bs, n) IoU with the assigned ground truth.
             ranks (Tensor): (bs, n) rank among the ground truth's candidates.
-            bbox_targets (Tensor): (bs, n, 4) normalized cxcywh.
+            bbox_targets (Tensor): (bs, n, 4) normalized (cx, cy, w, h).
             avg_factor (float): Normalizer of all three losses.
+
+        Returns:
+            tuple[Tensor]: ``loss_cls``, ``loss_bbox``, ``loss_iou``.
         """
         loss_cls = self.loss_cls(
             cls_scores.reshape(-1, self.cls_out_channels),
@@ -310,6 +420,7 @@ class AlignDETRHead(DINOHead):
         weights = self.loss_cls.rank_weight(ranks[pos], bbox_preds.dtype)
         weights = weights[:, None].expand(-1, 4)
         pos_preds, pos_targets = bbox_preds[pos], bbox_targets[pos]
+        factors = self._image_factors(batch_img_metas, bbox_preds)
         pos_factors = factors.expand(-1, pos.size(1), -1)[pos]
         loss_iou = self.loss_iou(
             bbox_cxcywh_to_xyxy(pos_preds) * pos_factors,
@@ -319,3 +430,14 @@ class AlignDETRHead(DINOHead):
         loss_bbox = self.loss_bbox(
             pos_preds, pos_targets, weights, avg_factor=avg_factor)
         return loss_cls, loss_bbox, loss_iou
+
+
+@MODELS.register_module()
+class AlignDETRHead(AlignDETRMixin, DINOHead):
+    """Head of Align-DETR on mmdet's DINO: :class:`DINOHead` trained with
+    :class:`AlignDETRMixin`'s mixed matching and Align Loss, on the decoder
+    layers and the encoder proposals.
+
+    Names and config keys follow mmdet's ``projects/AlignDETR`` port
+    (``all_layers_num_gt_repeat``, ``alpha``, ``gamma``, ``tau``).
+    """

@@ -1,6 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """Detection head of SAM-DETR: one class and one box branch per layer."""
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmdet.models.dense_heads import DINOHead
@@ -23,10 +23,6 @@ class SAMDETRHead(DINOHead):
     denoising (DN) losses are :class:`DINOHead`'s (``split_outputs``,
     ``loss_dn``, ``get_dn_targets``). There is no encoder (two-stage)
     output. Predictions carry each detection's salient points.
-
-    Per-layer target hooks for subclasses: :meth:`loss_by_feat_single`
-    (matching queries of one layer) and :meth:`_loss_dn_single` (denoising
-    queries of one layer), as in mmdet.
     """
 
     def init_weights(self) -> None:
@@ -48,18 +44,7 @@ class SAMDETRHead(DINOHead):
                 references: Tensor,
                 salient_points: Optional[Tensor] = None
                 ) -> Tuple[Tensor, Tensor]:
-        """Class scores and boxes of every decoder layer.
-
-        Args:
-            hidden_states (Tensor): (L, bs, nq, d).
-            references (Tensor): The reference boxes each layer read
-                (sigmoid cxcywh), (L, bs, nq, 4).
-            salient_points (Tensor, optional): Unused here.
-
-        Returns:
-            tuple[Tensor]: scores (L, bs, nq, cls_out_channels) and boxes
-            (L, bs, nq, 4) as normalized (cx, cy, w, h).
-        """
+        """:meth:`DeformableDETRHead.forward`; ``salient_points`` unused."""
         return super().forward(hidden_states, references)
 
     def loss(self,
@@ -68,26 +53,35 @@ class SAMDETRHead(DINOHead):
              batch_data_samples: SampleList,
              dn_meta: Optional[Dict[str, int]] = None,
              salient_points: Optional[Tensor] = None) -> dict:
-        """Matching losses of every layer, and denoising losses when
-        ``dn_meta`` is given (the first ``num_denoising_queries`` queries are
-        then denoising queries).
+        """:meth:`DINOHead.loss` without encoder outputs.
+
+        Args:
+            hidden_states (Tensor): (num_decoder_layers, bs,
+                num_queries_total, dim).
+            references (Tensor): The reference boxes each layer read,
+                sigmoid (cx, cy, w, h), (num_decoder_layers, bs,
+                num_queries_total, 4).
+            batch_data_samples (list[DetDataSample]): ``gt_instances`` and
+                the meta information of every image.
+            dn_meta (dict, optional): ``num_denoising_queries`` and
+                ``num_denoising_groups`` (the first
+                ``num_denoising_queries`` queries are denoising queries);
+                None: none.
 
         Returns:
             dict: ``loss_cls``, ``loss_bbox``, ``loss_iou`` and ``d{i}.*``
             for the earlier layers; with DN also ``dn_loss_*`` and
             ``d{i}.dn_loss_*``.
         """
-        batch_gt_instances = [s.gt_instances for s in batch_data_samples]
-        batch_img_metas = [s.metainfo for s in batch_data_samples]
-        cls_scores, bbox_preds = self(hidden_states, references)
-        return self.loss_by_feat(cls_scores, bbox_preds, None, None,
-                                 batch_gt_instances, batch_img_metas, dn_meta)
+        return super().loss(hidden_states, references, None, None,
+                            batch_data_samples, dn_meta)
 
     @staticmethod
     def split_outputs(all_layers_cls_scores: Tensor,
                       all_layers_bbox_preds: Tensor,
                       dn_meta: Optional[Dict[str, int]]) -> Tuple[Tensor]:
-        """:meth:`DINOHead.split_outputs`, also without denoising queries.
+        """:meth:`DINOHead.split_outputs`, also without denoising queries
+        (``dn_meta`` None: the denoising parts are None).
 
         mmdet 3.3's version reads ``dn_meta['num_denoising_queries']``
         before it checks ``dn_meta`` for None, so it fails for a model
@@ -104,25 +98,70 @@ class SAMDETRHead(DINOHead):
                 batch_data_samples: SampleList,
                 salient_points: Optional[Tensor] = None,
                 rescale: bool = True) -> InstanceList:
-        """Detections of the last layer, with their salient points.
+        """:meth:`DeformableDETRHead.predict`, with salient points.
 
         Args:
-            salient_points (Tensor, optional): (L, bs, nq, M, 2), normalized
-                (x, y).
+            hidden_states (Tensor): (num_decoder_layers, bs, num_queries,
+                dim).
+            references (Tensor): (num_decoder_layers, bs, num_queries, 4).
+            batch_data_samples (list[DetDataSample]): Their meta
+                information: ``img_shape``, and ``scale_factor`` with
+                ``rescale``.
+            salient_points (Tensor, optional): (num_decoder_layers, bs,
+                num_queries, M, 2), normalized (x, y).
+            rescale (bool): Boxes and points in the original image's pixels
+                (else the input image's). Defaults to True.
 
         Returns:
-            list[InstanceData]: ``bboxes``, ``scores``, ``labels`` and, when
-            ``salient_points`` is given, ``salient_points`` (k, M, 2) in the
-            same pixel frame as the boxes (input image, or original image
-            with ``rescale``).
+            list[InstanceData]: See :meth:`predict_by_feat`.
         """
         batch_img_metas = [s.metainfo for s in batch_data_samples]
-        cls_scores, bbox_preds = self(hidden_states, references)
+        layer_cls_scores, layer_bbox_preds = self(hidden_states, references)
+        return self.predict_by_feat(
+            layer_cls_scores,
+            layer_bbox_preds,
+            batch_img_metas,
+            rescale=rescale,
+            layer_salient_points=salient_points)
+
+    def predict_by_feat(self,
+                        layer_cls_scores: Tensor,
+                        layer_bbox_preds: Tensor,
+                        batch_img_metas: List[dict],
+                        rescale: bool = True,
+                        layer_salient_points: Optional[Tensor] = None
+                        ) -> InstanceList:
+        """Detections of the last decoder layer, as mmdet's
+        :meth:`DETRHead.predict_by_feat`, with their salient points.
+
+        Args:
+            layer_cls_scores (Tensor): (num_decoder_layers, bs, num_queries,
+                cls_out_channels) logits; only the last layer is used.
+            layer_bbox_preds (Tensor): (num_decoder_layers, bs, num_queries,
+                4), normalized (cx, cy, w, h).
+            batch_img_metas (list[dict]): ``img_shape`` (h, w) of each image
+                (Python ints, or 0-d tensors / symbolic sizes while tracing
+                for export) and, with ``rescale``, ``scale_factor`` (w, h).
+            rescale (bool): Divide boxes and points by ``scale_factor`` (the
+                original image's pixels). Defaults to True.
+            layer_salient_points (Tensor, optional): (num_decoder_layers,
+                bs, num_queries, M, 2), normalized (x, y).
+
+        Returns:
+            list[InstanceData]: One per image, ``test_cfg.max_per_img``
+            detections, best first: ``bboxes`` (k, 4) xyxy pixels clipped to
+            the image, ``scores`` (k, ), ``labels`` (k, ) and, with
+            ``layer_salient_points``, ``salient_points`` (k, M, 2) (x, y) in
+            the boxes' pixel frame.
+        """
+        cls_scores, bbox_preds = layer_cls_scores[-1], layer_bbox_preds[-1]
+        salient_points = (None if layer_salient_points is None else
+                          layer_salient_points[-1])
         return [
             self._predict_by_feat_single(
-                cls_scores[-1, i], bbox_preds[-1, i], meta, rescale,
-                None if salient_points is None else salient_points[-1, i])
-            for i, meta in enumerate(batch_img_metas)
+                cls_scores[img_id], bbox_preds[img_id], img_meta, rescale,
+                None if salient_points is None else salient_points[img_id])
+            for img_id, img_meta in enumerate(batch_img_metas)
         ]
 
     def _predict_by_feat_single(self,
@@ -134,7 +173,23 @@ class SAMDETRHead(DINOHead):
                                 ) -> InstanceData:
         """:meth:`DETRHead._predict_by_feat_single` (top-k over queries x
         classes, boxes clipped to the image), also gathering the salient
-        points (nq, M, 2) of the selected queries.
+        points of the selected queries.
+
+        Args:
+            cls_score (Tensor): (num_queries, cls_out_channels) logits.
+            bbox_pred (Tensor): (num_queries, 4), normalized (cx, cy, w, h).
+            img_meta (dict): ``img_shape`` (h, w): ints, or 0-d tensors /
+                symbolic sizes (the scale is built from them by
+                multiplication, so that a traced graph keeps them symbolic);
+                ``scale_factor`` (w, h) with ``rescale``.
+            rescale (bool): Divide by ``scale_factor``. Defaults to True.
+            salient_points (Tensor, optional): (num_queries, M, 2),
+                normalized (x, y).
+
+        Returns:
+            InstanceData: ``bboxes``, ``scores``, ``labels`` and, with
+            ``salient_points``, ``salient_points`` (see
+            :meth:`predict_by_feat`).
         """
         max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
         if self.loss_cls.use_sigmoid:
@@ -145,8 +200,9 @@ class SAMDETRHead(DINOHead):
             scores, labels = cls_score.softmax(-1)[..., :-1].max(-1)
             scores, query_index = scores.topk(max_per_img)
             labels = labels[query_index]
-        img_h, img_w = img_meta['img_shape']
-        size = bbox_pred.new_tensor([img_w, img_h])
+        img_h, img_w = img_meta['img_shape'][:2]
+        one = bbox_pred.new_ones(())
+        size = torch.stack([one * img_w, one * img_h])  # (w, h)
         bboxes = bbox_cxcywh_to_xyxy(bbox_pred[query_index]) * size.repeat(2)
         bboxes = torch.minimum(bboxes.clamp(min=0), size.repeat(2))
         results = InstanceData(bboxes=bboxes, scores=scores, labels=labels)

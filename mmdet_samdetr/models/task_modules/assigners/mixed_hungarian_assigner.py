@@ -80,8 +80,7 @@ class MixedHungarianAssigner(HungarianAssigner):
             AssignResult: ``gt_inds`` (N,) 0 = background, i + 1 = ground
             truth i; ``labels`` (N,) (-1 for background); ``max_overlaps``
             (N,) IoU with the assigned ground truth (0 for background); and
-            the extra properties ``ranks`` (N,) (-1 for background) and
-            ``quality`` (N,) (0 for background).
+            the extra property ``ranks`` (N,) (-1 for background).
         """
         if k < 1:
             raise ValueError(
@@ -93,7 +92,6 @@ class MixedHungarianAssigner(HungarianAssigner):
         labels = torch.full_like(gt_inds, -1)
         ious = pred_instances.bboxes.new_zeros(num_preds)
         ranks = torch.full_like(gt_inds, -1)
-        quality = torch.zeros_like(ious)
         if num_gts > 0 and num_preds > 0:
             cost = sum(
                 match_cost(
@@ -119,15 +117,13 @@ class MixedHungarianAssigner(HungarianAssigner):
                 is_aligned=True)
             ious[rows] = pos_ious.to(ious.dtype)
             scores = pred_instances.scores[rows, gt_labels[gts]].sigmoid()
-            pos_quality = align_quality(scores, pos_ious, self.alpha,
-                                        self.min_quality)
-            quality[rows] = pos_quality.to(quality.dtype)
-            ranks[rows] = self.rank_within_groups(gts, pos_quality, num_gts)
+            quality = align_quality(scores, pos_ious, self.alpha,
+                                    self.min_quality)
+            ranks[rows] = self.rank_within_groups(gts, quality, num_gts)
         result = AssignResult(
             num_gts=num_gts, gt_inds=gt_inds, max_overlaps=ious,
             labels=labels)
         result.set_extra_property('ranks', ranks)
-        result.set_extra_property('quality', quality)
         return result
 
     @staticmethod
