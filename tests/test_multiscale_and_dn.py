@@ -159,8 +159,8 @@ def _decoder_run(model, dn_query, dn_ref, dn_mask, img, samples):
         enc_out = model.forward_encoder(**enc_in)
         dec = model.pre_decoder(**enc_out)[0]  # eval: matching only
         dec['query'] = torch.cat([dn_query, dec['query']], 1)
-        dec['reference_unsigmoid'] = torch.cat(
-            [dn_ref, dec['reference_unsigmoid']], 1)
+        dec['reference_points_unact'] = torch.cat(
+            [dn_ref, dec['reference_points_unact']], 1)
         dec['dn_mask'] = dn_mask
         dec_in.update(dec)
         return model.forward_decoder(**dec_in)['hidden_states']

@@ -1,5 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 from .sam_detr import SAMDETR
+from .sam_detr_mixin import SAMDETRMixin
 from .sam_detr_plus_plus import SAMDETRPlusPlus
 
-__all__ = ['SAMDETR', 'SAMDETRPlusPlus']
+__all__ = ['SAMDETR', 'SAMDETRMixin', 'SAMDETRPlusPlus']

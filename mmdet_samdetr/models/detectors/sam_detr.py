@@ -1,24 +1,19 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """SAM-DETR: Accelerating DETR Convergence via Semantic-Aligned Matching."""
-import logging
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, Tuple
 
 import torch
-from mmdet.models.detectors import DETR
-from mmdet.models.layers import (CdnQueryGenerator, DetrTransformerEncoder,
-                                 SinePositionalEncoding)
+from mmdet.models.detectors import DETR, DeformableDETR
+from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from mmdet.registry import MODELS
-from mmdet.structures import OptSampleList, SampleList
-from mmdet.structures.bbox import get_box_tensor
-from mmdet.utils import OptConfigType
-from mmengine.logging import print_log
-from torch import Tensor, nn
+from mmdet.structures import OptSampleList
+from torch import Tensor
 
-from ..layers import SAMDETRTransformerDecoder
+from .sam_detr_mixin import SAMDETRMixin
 
 
 @MODELS.register_module()
-class SAMDETR(DETR):
+class SAMDETR(SAMDETRMixin, DETR):
     r"""`SAM-DETR <https://arxiv.org/abs/2203.06883>`_ (CVPR 2022).
 
     DETR's encoder; learnable reference boxes (``query_embedding``, stored
@@ -26,213 +21,51 @@ class SAMDETR(DETR):
     head's regression branch of that layer; a Semantics Aligner in front of
     every cross-attention. Optional SMCA (``decoder.layer_cfg.with_smca``)
     and denoising training (``dn_cfg``, the SAM-DETR++ journal's "w/ DN").
-
-    The decoder needs the 2-D memory, so ``pre_transformer`` also passes the
-    feature size(s) as ``spatial_shapes``.
+    The decoder side is :class:`SAMDETRMixin`'s.
 
     Args:
-        dn_cfg (dict, optional): Denoising queries, the arguments of mmdet's
-            :class:`CdnQueryGenerator` except ``num_classes``, ``embed_dims``
-            and ``num_matching_queries`` (set from the model). None (the
-            default): no denoising.
+        dn_cfg (dict, optional): Denoising queries, see
+            :class:`SAMDETRMixin`. None (the default): no denoising.
     """
 
-    # SAM-DETR++ swaps in Deformable DETR's encoder
-    encoder_type = DetrTransformerEncoder
-
-    def __init__(self,
-                 *args,
-                 decoder: dict,
-                 bbox_head: dict,
-                 dn_cfg: OptConfigType = None,
+    def __init__(self, *args, decoder: dict, bbox_head: dict,
                  **kwargs) -> None:
-        bbox_head = dict(bbox_head)
-        bbox_head['num_pred_layer'] = decoder['num_layers']
+        # one box branch per decoder layer (DeformableDETR sets this for
+        # SAM-DETR++)
+        bbox_head = dict(bbox_head, num_pred_layer=decoder['num_layers'])
         super().__init__(*args, decoder=decoder, bbox_head=bbox_head,
                          **kwargs)
-        self.dn_query_generator = None
-        if dn_cfg is not None:
-            for key in ('num_classes', 'embed_dims', 'num_matching_queries'):
-                if key in dn_cfg:
-                    raise ValueError(f'dn_cfg.{key} is set by the detector; '
-                                     'remove it from the config')
-            self.dn_query_generator = CdnQueryGenerator(
-                **dn_cfg,
-                num_classes=self.bbox_head.num_classes,
-                embed_dims=self.embed_dims,
-                num_matching_queries=self.num_queries)
 
     def _init_layers(self) -> None:
         self.positional_encoding = SinePositionalEncoding(
             **self.positional_encoding)
-        self.encoder = self.encoder_type(**self.encoder)
-        self.decoder = SAMDETRTransformerDecoder(**self.decoder)
-        self.embed_dims = self.encoder.embed_dims
-        self.query_embedding = nn.Embedding(self.num_queries, 4)
-        if self.positional_encoding.num_feats * 2 != self.embed_dims:
-            raise ValueError(
-                'positional_encoding.num_feats must be embed_dims / 2, got '
-                f'{self.positional_encoding.num_feats} and {self.embed_dims}')
-
-    def init_weights(self) -> None:
-        """Official effective initialization.
-
-        xavier on every matrix of the encoder and decoder (DETR's rule and
-        the official ``Transformer._reset_parameters``, which also overrides
-        the salient-point MLP's zero weight); PyTorch's default init for the
-        input projection convs (the official ``input_proj``); N(0, 1) for the
-        reference boxes (``nn.Embedding`` default).
-        """
-        super().init_weights()
-        if self.with_neck and getattr(self.neck, 'init_cfg', None) is None:
-            for m in self.neck.modules():
-                if isinstance(m, nn.Conv2d):
-                    m.reset_parameters()
-
-    def loss(self, batch_inputs: Tensor,
-             batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """DETR's loss, after :meth:`sanitize_gt` on every sample."""
-        for sample in batch_data_samples:
-            self.sanitize_gt(sample)
-        return super().loss(batch_inputs, batch_data_samples)
-
-    @staticmethod
-    def sanitize_gt(sample) -> None:
-        """Clip ground-truth boxes to the image and drop empty ones.
-
-        Boxes that leave the image are clipped; boxes with no area inside it
-        (degenerate, or outside) are dropped with a warning naming the image;
-        non-finite coordinates raise ``ValueError`` naming the image.
-        """
-        gt = sample.gt_instances
-        boxes = get_box_tensor(gt.bboxes)
-        if boxes.numel() == 0:
-            return
-        name = sample.metainfo.get('img_path',
-                                   sample.metainfo.get('img_id', '?'))
-        if not torch.isfinite(boxes).all():
-            bad = (~torch.isfinite(boxes)).any(1).nonzero()[:, 0].tolist()
-            raise ValueError(f'image {name}: ground-truth boxes {bad} have '
-                             f'non-finite coordinates: {boxes[bad].tolist()}')
-        height, width = sample.metainfo['img_shape'][:2]
-        limit = boxes.new_tensor([width, height, width, height])
-        clipped = torch.minimum(boxes.clamp(min=0), limit)
-        keep = ((clipped[:, 2] > clipped[:, 0]) &
-                (clipped[:, 3] > clipped[:, 1]))
-        if isinstance(gt.bboxes, Tensor):
-            gt.bboxes = clipped
-        else:
-            gt.bboxes.tensor = clipped
-        if not keep.all():
-            dropped = (~keep).nonzero()[:, 0].tolist()
-            print_log(
-                f'image {name}: dropped ground-truth boxes {dropped} with '
-                f'no area inside the {width}x{height} image: '
-                f'{boxes[~keep].tolist()}',
-                logger='current',
-                level=logging.WARNING)
-            sample.gt_instances = gt[keep]
-
-    def forward_transformer(self,
-                            img_feats: Tuple[Tensor],
-                            batch_data_samples: OptSampleList = None
-                            ) -> Dict:
-        """:meth:`DetectionTransformer.forward_transformer`, with the data
-        samples also passed to :meth:`pre_decoder` (for the denoising
-        queries), as in mmdet's DINO."""
-        encoder_inputs_dict, decoder_inputs_dict = self.pre_transformer(
-            img_feats, batch_data_samples)
-        encoder_outputs_dict = self.forward_encoder(**encoder_inputs_dict)
-        decoder_inputs, head_inputs_dict = self.pre_decoder(
-            **encoder_outputs_dict, batch_data_samples=batch_data_samples)
-        decoder_inputs_dict.update(decoder_inputs)
-        head_inputs_dict.update(self.forward_decoder(**decoder_inputs_dict))
-        return head_inputs_dict
+        self.encoder = DetrTransformerEncoder(**self.encoder)
+        self._init_decoder_layers()
 
     def pre_transformer(
             self,
             img_feats: Tuple[Tensor],
             batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
-        """DETR's inputs plus ``spatial_shapes`` [(H, W)] for the decoder."""
+        """:meth:`DETR.pre_transformer`; the decoder also gets mmdet's
+        geometry of the one level: ``spatial_shapes`` [[H, W]],
+        ``level_start_index`` [0] and ``valid_ratios`` (bs, 1, 2)
+        (:meth:`DeformableDETR.get_valid_ratio` of the padding mask, all 1
+        without padding)."""
         encoder_inputs_dict, decoder_inputs_dict = super().pre_transformer(
             img_feats, batch_data_samples)
-        decoder_inputs_dict['spatial_shapes'] = [
-            tuple(img_feats[-1].shape[-2:])
-        ]
-        return encoder_inputs_dict, decoder_inputs_dict
-
-    def pre_decoder(self,
-                    memory: Tensor,
-                    batch_data_samples: OptSampleList = None,
-                    **kwargs) -> Tuple[Dict, Dict]:
-        """Zero content queries and the learnable reference boxes; in
-        training with ``dn_cfg``, denoising queries in front of them.
-
-        Denoising queries (mmdet's :class:`CdnQueryGenerator`) take the label
-        embedding of a noised ground-truth class as content and the noised
-        ground-truth box as reference box; the Semantics Aligner treats them
-        exactly as matching queries (SAM-DETR++ journal, Sec. 4.5.2: DN is
-        complementary "without any adaptation").
-
-        Returns:
-            tuple[dict, dict]: ``query`` (bs, nq_total, d),
-            ``reference_unsigmoid`` (bs, nq_total, 4), ``memory`` and
-            ``dn_mask`` (nq_total, nq_total) or None for the decoder;
-            ``dn_meta`` (or nothing) for the head.
-        """
-        batch_size = memory.size(0)
-        reference_unsigmoid = self.query_embedding.weight[None].expand(
-            batch_size, -1, -1)
-        query = memory.new_zeros(batch_size, self.num_queries,
-                                 self.embed_dims)
-        decoder_inputs_dict = dict(memory=memory, dn_mask=None)
-        head_inputs_dict = dict()
-        if self.training and self.dn_query_generator is not None:
-            dn_query, dn_reference, dn_mask, dn_meta = \
-                self.dn_query_generator(batch_data_samples)
-            query = torch.cat([dn_query, query], dim=1)
-            reference_unsigmoid = torch.cat(
-                [dn_reference, reference_unsigmoid], dim=1)
-            decoder_inputs_dict['dn_mask'] = dn_mask
-            head_inputs_dict['dn_meta'] = dn_meta
+        feat = img_feats[-1]
+        batch_size, _, height, width = feat.shape
+        mask = decoder_inputs_dict['memory_mask']  # (bs, H * W) or None
+        if mask is None:
+            valid_ratios = feat.new_ones((batch_size, 1, 2))
+        else:
+            valid_ratios = DeformableDETR.get_valid_ratio(
+                mask.view(batch_size, height, width))[:, None].to(feat.dtype)
+        spatial_shapes = torch.as_tensor([(height, width)],
+                                         dtype=torch.long,
+                                         device=feat.device)
         decoder_inputs_dict.update(
-            query=query, reference_unsigmoid=reference_unsigmoid)
-        return decoder_inputs_dict, head_inputs_dict
-
-    def forward_decoder(self,
-                        query: Tensor,
-                        reference_unsigmoid: Tensor,
-                        memory: Tensor,
-                        memory_mask: Optional[Tensor],
-                        memory_pos: Tensor,
-                        spatial_shapes: Union[Tensor, List[Tuple[int, int]]],
-                        dn_mask: Optional[Tensor] = None,
-                        **kwargs) -> Dict:
-        """Run the decoder.
-
-        Args:
-            spatial_shapes: (H, W) of each level, a list or an (L, 2)
-                tensor.
-            dn_mask (Tensor, optional): Self-attention mask of the
-                denoising groups, (nq_total, nq_total), True = masked.
-
-        Returns:
-            dict: ``hidden_states`` (L, bs, nq, d), ``references``
-            (L, bs, nq, 4) (the boxes each layer read) and
-            ``salient_points`` (L, bs, nq, M, 2).
-        """
-        if isinstance(spatial_shapes, Tensor):
-            spatial_shapes = [tuple(s) for s in spatial_shapes.tolist()]
-        hidden_states, references, salient_points = self.decoder(
-            query=query,
-            memory=memory,
-            memory_pos=memory_pos,
-            reference_unsigmoid=reference_unsigmoid,
             spatial_shapes=spatial_shapes,
-            reg_branches=self.bbox_head.reg_branches,
-            key_padding_mask=memory_mask,
-            self_attn_mask=dn_mask)
-        return dict(
-            hidden_states=hidden_states,
-            references=references,
-            salient_points=salient_points)
+            level_start_index=spatial_shapes.new_zeros((1, )),
+            valid_ratios=valid_ratios)
+        return encoder_inputs_dict, decoder_inputs_dict

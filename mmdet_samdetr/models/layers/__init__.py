@@ -2,7 +2,7 @@
 from .roi_align import (batched_roi_align, roi_point_sample,
                         separable_roi_align)
 from .salient_point_attention import SalientPointCrossAttention
-from .sam_detr_decoder import SAMDETRTransformerDecoder, valid_sizes_from_mask
+from .sam_detr_decoder import SAMDETRTransformerDecoder
 from .sam_detr_decoder_layer import (SAMDETRTransformerDecoderLayer,
                                      smca_gaussian_bias)
 from .semantics_aligner import SemanticsAligner
@@ -11,5 +11,5 @@ __all__ = [
     'batched_roi_align', 'roi_point_sample', 'separable_roi_align',
     'SalientPointCrossAttention',
     'SAMDETRTransformerDecoder', 'SAMDETRTransformerDecoderLayer',
-    'SemanticsAligner', 'smca_gaussian_bias', 'valid_sizes_from_mask'
+    'SemanticsAligner', 'smca_gaussian_bias'
 ]

@@ -1,6 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """SAM-DETR decoder with per-layer reference-box refinement."""
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from mmdet.models.layers import DetrTransformerDecoder, coordinate_to_encoding
@@ -9,25 +9,6 @@ from mmengine.model import ModuleList
 from torch import Tensor, nn
 
 from .sam_detr_decoder_layer import SAMDETRTransformerDecoderLayer
-
-
-def valid_sizes_from_mask(key_padding_mask: Optional[Tensor],
-                          spatial_shape: Tuple[int, int],
-                          batch_size: int,
-                          device: torch.device = None) -> Tensor:
-    """(W_valid, H_valid) of each image in feature pixels, (bs, 2).
-
-    Counts the unpadded cells of row 0 and column 0, as the official code
-    does. ``key_padding_mask`` is (bs, H*W) with True on padding, or None
-    when no image of the batch is padded.
-    """
-    height, width = spatial_shape
-    if key_padding_mask is None:
-        return torch.tensor([[width, height]], dtype=torch.float32,
-                            device=device).expand(batch_size, 2)
-    valid = ~key_padding_mask.view(-1, height, width)
-    return torch.stack([valid[:, 0, :].sum(1), valid[:, :, 0].sum(1)],
-                       dim=-1).float()
 
 
 @MODELS.register_module()
@@ -73,8 +54,9 @@ class SAMDETRTransformerDecoder(DetrTransformerDecoder):
                 query: Tensor,
                 memory: Tensor,
                 memory_pos: Tensor,
-                reference_unsigmoid: Tensor,
-                spatial_shapes: List[Tuple[int, int]],
+                reference_points_unact: Tensor,
+                spatial_shapes: Union[Tensor, List[Tuple[int, int]]],
+                valid_ratios: Tensor,
                 reg_branches: nn.ModuleList,
                 key_padding_mask: Optional[Tensor] = None,
                 self_attn_mask: Optional[Tensor] = None,
@@ -86,9 +68,15 @@ class SAMDETRTransformerDecoder(DetrTransformerDecoder):
             memory (Tensor): Encoder output, levels concatenated,
                 (bs, sum H_l*W_l, d).
             memory_pos (Tensor): Key positional encoding, same shape.
-            reference_unsigmoid (Tensor): Initial boxes before sigmoid,
-                (bs, nq, 4).
-            spatial_shapes (list[tuple[int, int]]): (H_l, W_l) per level.
+            reference_points_unact (Tensor): Initial boxes (cx, cy, w, h)
+                before sigmoid, (bs, nq, 4).
+            spatial_shapes (Tensor | list[tuple[int, int]]): (H_l, W_l) of
+                each level, mmdet's (L, 2) tensor, or the same sizes as
+                integers (``torch.export`` cannot read sizes back out of a
+                tensor).
+            valid_ratios (Tensor): Unpadded fraction (w, h) of each level
+                per image, (bs, L, 2), as mmdet's
+                :meth:`DeformableDETR.get_valid_ratio`.
             reg_branches (nn.ModuleList): The head's per-layer regression
                 branches, used to refine the boxes.
             key_padding_mask (Tensor, optional): (bs, sum H_l*W_l), True on
@@ -96,55 +84,64 @@ class SAMDETRTransformerDecoder(DetrTransformerDecoder):
             self_attn_mask (Tensor, optional): (nq, nq) bool.
 
         Returns:
-            tuple[Tensor]: hidden states (L, bs, nq, d); the reference boxes
-            each layer read (L, bs, nq, 4); salient points of each layer
-            (L, bs, nq, M, 2), normalized (x, y).
+            tuple[Tensor]: hidden states (num_layers, bs, nq, d); the
+            reference boxes each layer read, after sigmoid (num_layers, bs,
+            nq, 4); salient points of each layer (num_layers, bs, nq, M, 2),
+            normalized (x, y).
         """
+        if isinstance(spatial_shapes, Tensor):
+            spatial_shapes = spatial_shapes.tolist()
         bs = query.size(0)
-        starts = [0]
-        for height, width in spatial_shapes:
-            starts.append(starts[-1] + height * width)
+        sizes = [height * width for height, width in spatial_shapes]
+        split = dict(memory=memory.split(sizes, 1),
+                     memory_pos=memory_pos.split(sizes, 1),
+                     key_padding_mask=None if key_padding_mask is None else
+                     key_padding_mask.split(sizes, 1))
         levels = {}
 
         def level_inputs(level: int):
             if level not in levels:
                 height, width = spatial_shapes[level]
-                sl = slice(starts[level], starts[level + 1])
-                mem = memory[:, sl]
-                mask = None if key_padding_mask is None else \
-                    key_padding_mask[:, sl]
+                mem = split['memory'][level]
+                # (W_valid, H_valid) in feature pixels: the ratios are
+                # counts of unpadded cells over the size, so rounding
+                # recovers the counts exactly
+                ratios = valid_ratios[:, level].float()
+                valid_sizes = torch.stack(
+                    [ratios[:, 0] * width, ratios[:, 1] * height], -1).round()
                 levels[level] = dict(
                     memory=mem,
                     memory_2d=mem.transpose(1, 2).reshape(
                         bs, -1, height, width),
-                    memory_pos=memory_pos[:, sl],
-                    key_padding_mask=mask,
-                    valid_sizes=valid_sizes_from_mask(
-                        mask, (height, width), bs, memory.device))
+                    memory_pos=split['memory_pos'][level],
+                    key_padding_mask=None if key_padding_mask is None else
+                    split['key_padding_mask'][level],
+                    valid_sizes=valid_sizes)
             return levels[level]
 
-        unsigmoid = reference_unsigmoid
+        reference_unact = reference_points_unact
         intermediate, references, points = [], [], []
         for layer_id, layer in enumerate(self.layers):
             level = -1 if self.layer_levels is None else \
                 self.layer_levels[layer_id]
             level = level % len(spatial_shapes)
-            ref_boxes = unsigmoid.sigmoid()
+            reference_points = reference_unact.sigmoid()
             with torch.no_grad():  # no gradient, as in the official code
                 query_pos = coordinate_to_encoding(
-                    ref_boxes[..., :2], num_feats=self.embed_dims // 2)
+                    reference_points[..., :2],
+                    num_feats=self.embed_dims // 2)
             query, aligned = layer(
                 query,
                 query_pos=query_pos,
-                ref_boxes=ref_boxes,
+                reference_points=reference_points,
                 self_attn_mask=self_attn_mask,
                 **level_inputs(level),
                 **kwargs)
             if layer_id < self.num_layers - 1:
-                unsigmoid = (unsigmoid +
-                             reg_branches[layer_id](query)).detach()
+                reference_unact = (reference_unact +
+                                   reg_branches[layer_id](query)).detach()
             intermediate.append(query)
-            references.append(ref_boxes)
+            references.append(reference_points)
             points.append(aligned['points'])
         return (torch.stack(intermediate), torch.stack(references),
                 torch.stack(points))

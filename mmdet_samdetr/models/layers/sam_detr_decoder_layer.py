@@ -106,7 +106,7 @@ class SAMDETRTransformerDecoderLayer(DetrTransformerDecoderLayer):
                 memory: Tensor,
                 memory_2d: Tensor,
                 memory_pos: Tensor,
-                ref_boxes: Tensor,
+                reference_points: Tensor,
                 valid_sizes: Tensor,
                 key_padding_mask: Optional[Tensor] = None,
                 self_attn_mask: Optional[Tensor] = None,
@@ -120,8 +120,8 @@ class SAMDETRTransformerDecoderLayer(DetrTransformerDecoderLayer):
             memory (Tensor): Memory of the level in use, (bs, H*W, d).
             memory_2d (Tensor): The same as a map, (bs, d, H, W).
             memory_pos (Tensor): Key positional encoding, (bs, H*W, d).
-            ref_boxes (Tensor): Reference boxes (cx, cy, w, h), normalized to
-                the valid region, (bs, nq, 4).
+            reference_points (Tensor): Reference boxes (cx, cy, w, h),
+                normalized to the valid region, (bs, nq, 4).
             valid_sizes (Tensor): (W_valid, H_valid) in feature pixels,
                 (bs, 2).
             key_padding_mask (Tensor, optional): True on padding, (bs, H*W).
@@ -139,7 +139,7 @@ class SAMDETRTransformerDecoderLayer(DetrTransformerDecoderLayer):
             key_pos=query_pos,
             attn_mask=self_attn_mask)
         query = self.norms[0](query)
-        aligned = self.semantics_aligner(query, memory_2d, ref_boxes,
+        aligned = self.semantics_aligner(query, memory_2d, reference_points,
                                          valid_sizes)
         attn_bias = None
         if self.with_smca:
