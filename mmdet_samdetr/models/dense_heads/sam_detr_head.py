@@ -22,7 +22,11 @@ class SAMDETRHead(DINOHead):
     initial values) and box refinement from the full 4-d reference; the
     denoising (DN) losses are :class:`DINOHead`'s (``split_outputs``,
     ``loss_dn``, ``get_dn_targets``). There is no encoder (two-stage)
-    output. Predictions carry each detection's salient points.
+    output. ``forward(hidden_states, references)`` is
+    :meth:`DeformableDETRHead.forward` with ``references`` the reference
+    boxes each decoder layer read, (num_layers, bs, num_queries, 4) sigmoid
+    (cx, cy, w, h). Predictions (:meth:`predict`, :meth:`predict_by_feat`)
+    carry each detection's salient points.
     """
 
     def init_weights(self) -> None:
@@ -39,20 +43,11 @@ class SAMDETRHead(DINOHead):
                 nn.init.constant_(fc_cls.bias, bias_init)
             constant_init(reg_branch[-1], 0., bias=0.)
 
-    def forward(self,
-                hidden_states: Tensor,
-                references: Tensor,
-                salient_points: Optional[Tensor] = None
-                ) -> Tuple[Tensor, Tensor]:
-        """:meth:`DeformableDETRHead.forward`; ``salient_points`` unused."""
-        return super().forward(hidden_states, references)
-
     def loss(self,
              hidden_states: Tensor,
              references: Tensor,
              batch_data_samples: SampleList,
-             dn_meta: Optional[Dict[str, int]] = None,
-             salient_points: Optional[Tensor] = None) -> dict:
+             dn_meta: Optional[Dict[str, int]] = None) -> dict:
         """:meth:`DINOHead.loss` without encoder outputs.
 
         Args:

@@ -33,7 +33,9 @@ class SAMDETRMixin:
       regression branches) and :meth:`forward_decoder`;
     - :meth:`forward_transformer` passing the data samples to
       :meth:`pre_decoder` (as mmdet's DINO);
-    - :meth:`loss` after :meth:`sanitize_gt`;
+    - :meth:`loss` after :meth:`sanitize_gt`; the salient points go to
+      the head's ``predict`` only (not to ``loss`` nor, in tensor mode,
+      ``forward``);
     - the official initialization (:meth:`init_weights`).
 
     Args:
@@ -92,10 +94,27 @@ class SAMDETRMixin:
 
     def loss(self, batch_inputs: Tensor,
              batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """The parent's loss, after :meth:`sanitize_gt` on every sample."""
+        """:meth:`DetectionTransformer.loss`, after :meth:`sanitize_gt` on
+        every sample; the salient points are for predictions only."""
         for sample in batch_data_samples:
             self.sanitize_gt(sample)
-        return super().loss(batch_inputs, batch_data_samples)
+        head_inputs_dict = self.forward_transformer(
+            self.extract_feat(batch_inputs), batch_data_samples)
+        del head_inputs_dict['salient_points']
+        return self.bbox_head.loss(
+            **head_inputs_dict, batch_data_samples=batch_data_samples)
+
+    def _forward(self,
+                 batch_inputs: Tensor,
+                 batch_data_samples: OptSampleList = None
+                 ) -> Tuple[Tensor, Tensor]:
+        """Tensor mode: the head's forward outputs, class scores
+        (num_layers, bs, nq, cls_out_channels) and normalized boxes
+        (num_layers, bs, nq, 4) of every decoder layer."""
+        head_inputs_dict = self.forward_transformer(
+            self.extract_feat(batch_inputs), batch_data_samples)
+        return self.bbox_head(head_inputs_dict['hidden_states'],
+                              head_inputs_dict['references'])
 
     @staticmethod
     def sanitize_gt(sample) -> None:
