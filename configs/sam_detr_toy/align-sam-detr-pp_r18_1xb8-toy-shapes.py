@@ -1,5 +1,6 @@
 # Toy SAM-DETR++ trained with Align-DETR's mixed matching and Align Loss,
-# with the budget of sam-detr-pp_r18_1xb8-toy-shapes.py (the toy comparison in docs/methods/align_detr.md).
+# with the budget of sam-detr-pp_r18_1xb8-toy-shapes.py
+# (the toy comparison in docs/methods/align_detr.md).
 _base_ = [
     './sam-detr-pp_r18_1xb8-toy-shapes.py',
     '../_base_/align_sam_detr.py'
