@@ -2,6 +2,7 @@
 """SAM-DETR++ (multi-scale) and denoising training (DN)."""
 import pytest
 import torch
+from mmdet.models.layers import DeformableDetrTransformerEncoder
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 
@@ -90,6 +91,32 @@ def test_multiscale_gradients_reach_the_encoder_sampling_offsets():
         assert attn.sampling_offsets.weight.grad.abs().max() > 0
         assert attn.attention_weights.weight.grad.abs().max() > 0
     assert model.level_embed.grad.abs().max() > 0
+
+
+def test_encoder_with_integer_sizes_is_mmdets_encoder():
+    """The encoder given the level sizes as integers (as while exporting)
+    computes what mmdet's encoder computes from the spatial_shapes tensor,
+    on a padded batch; its reference points are mmdet's bit for bit."""
+    model = _build(tiny_multiscale_cfg()).eval()
+    packed = demo_mm_inputs(2, [[3, 96, 128], [3, 56, 72]], num_classes=4)
+    data = model.data_preprocessor(packed, False)
+    with torch.no_grad():
+        feats = model.extract_feat(data['inputs'])
+        enc_in, _ = model.pre_transformer(feats, data['data_samples'])
+        sizes = [tuple(feat.shape[-2:]) for feat in feats]
+        assert enc_in['spatial_shapes'].tolist() == [list(s) for s in sizes]
+        assert (enc_in['valid_ratios'] < 1).any()  # the second is padded
+        mmdet_points = DeformableDetrTransformerEncoder.\
+            get_encoder_reference_points(enc_in['spatial_shapes'],
+                                         enc_in['valid_ratios'], 'cpu')
+        for shapes in (enc_in['spatial_shapes'], sizes):
+            assert torch.equal(
+                model.encoder.get_encoder_reference_points(
+                    shapes, enc_in['valid_ratios'], 'cpu'), mmdet_points)
+        memory = model.forward_encoder(**enc_in)['memory']
+        memory_ints = model.forward_encoder(
+            **dict(enc_in, spatial_shapes=sizes))['memory']
+    torch.testing.assert_close(memory_ints, memory, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize('with_smca', [False, True])

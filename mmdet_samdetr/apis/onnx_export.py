@@ -12,27 +12,23 @@ CUDA-only parts cannot be exported).
 
 Exportable: SAM-DETR and SAM-DETR++, with or without SMCA, R50 or DC5,
 with any head (Align-DETR's losses change training only). Denoising queries
-are training-only and never part of inference. For SAM-DETR++, the
-deformable encoder runs through :meth:`SAMDETRForExport.deformable_encoder`,
-which computes mmdet's ``DeformableDetrTransformerEncoder`` with the level
-sizes as Python integers: mmdet's ``pre_transformer`` and mmcv's
-``MultiScaleDeformableAttention.forward`` read them back out of a tensor
-(``torch._shape_as_tensor``, an ``assert`` on its values), which
-``torch.export`` cannot trace. It uses their modules' parameters and
-mmcv's ``multi_scale_deformable_attn_pytorch``; the test checks it against
-mmdet's ``predict``.
+are training-only and never part of inference. The graph is the model's
+own ``extract_feat``, ``forward_transformer`` and head
+(``predict_by_feat``); while exporting, the detector hands its encoder and
+decoder the level sizes as Python integers (``torch.export`` cannot read
+them back out of mmdet's ``spatial_shapes`` tensor), which SAM-DETR++'s
+:class:`TraceableDeformableDetrTransformerEncoder` accepts.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+import contextlib
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from mmcv.ops.multi_scale_deform_attn import \
-    multi_scale_deformable_attn_pytorch
 from mmdet.structures import DetDataSample
 from mmengine.utils import digit_version
 from torch import Tensor, nn
 
-from ..models.detectors import SAMDETR, SAMDETRPlusPlus
+from ..models.detectors import SAMDETRMixin
 
 OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'salient_points')
 
@@ -53,9 +49,10 @@ class SAMDETRForExport(nn.Module):
     """A SAM-DETR-family detector as one tensor-in, tensors-out module.
 
     Args:
-        detector (SAMDETR): A :class:`SAMDETR` or :class:`SAMDETRPlusPlus`
-            (with or without SMCA, R50 or DC5, any head); set to eval mode.
-            Denoising queries are training-only and never enter the graph.
+        detector (SAMDETRMixin): A :class:`SAMDETR` or
+            :class:`SAMDETRPlusPlus` (with or without SMCA, R50 or DC5, any
+            head); set to eval mode. Denoising queries are training-only
+            and never enter the graph.
 
     Inputs:
         image (Tensor): (1, 3, H, W) float32 pixel values in the channel
@@ -70,9 +67,9 @@ class SAMDETRForExport(nn.Module):
         best first, as ``detector.predict(..., rescale=False)``.
     """
 
-    def __init__(self, detector: SAMDETR) -> None:
+    def __init__(self, detector: SAMDETRMixin) -> None:
         super().__init__()
-        if not isinstance(detector, SAMDETR):
+        if not isinstance(detector, SAMDETRMixin):
             raise TypeError('SAMDETRForExport exports SAM-DETR-family '
                             f'detectors, got {type(detector).__name__}')
         divisor = getattr(detector.data_preprocessor, 'pad_size_divisor', 1)
@@ -93,108 +90,42 @@ class SAMDETRForExport(nn.Module):
         if pre._enable_normalize:
             x = (x - pre.mean) / pre.std
         height, width = x.shape[-2:]
-        feats = det.extract_feat(x)
-        if isinstance(det, SAMDETRPlusPlus):
-            outs = self.multiscale_transformer(feats)
-        else:
-            outs = det.forward_transformer(feats,
-                                           [_ExportMeta(height, width)])
-        cls_scores, bbox_preds = det.bbox_head(outs['hidden_states'],
-                                               outs['references'])
-        # mmdet's post-processing in units of the image size, then scaled
-        # by a size tensor: the head builds its scale with ``new_tensor``,
-        # which would freeze the traced size into the graph
-        results = det.bbox_head._predict_by_feat_single(
-            cls_scores[-1, 0],
-            bbox_preds[-1, 0],
-            dict(img_shape=(1, 1)),
+        outs = det.forward_transformer(
+            det.extract_feat(x), [_ExportMeta(height, width)])
+        layer_cls_scores, layer_bbox_preds = det.bbox_head(
+            outs['hidden_states'], outs['references'])
+        results, = det.bbox_head.predict_by_feat(
+            layer_cls_scores,
+            layer_bbox_preds, [dict(img_shape=(height, width))],
             rescale=False,
-            salient_points=outs['salient_points'][-1, 0])
-        one = x.new_ones(())
-        size = torch.stack([one * width, one * height])
-        return (results.bboxes * size.repeat(2), results.scores,
-                results.labels, results.salient_points * size)
-
-    def multiscale_transformer(self, feats: Tuple[Tensor]) -> Dict:
-        """:meth:`SAMDETR.forward_transformer` of SAM-DETR++ for one
-        unpadded image: :meth:`DeformableDETR.pre_transformer` without
-        masks (all valid ratios 1), :meth:`deformable_encoder`, and our
-        ``pre_decoder`` / ``forward_decoder`` with the level sizes as a
-        list."""
-        det = self.detector
-        shapes = [tuple(feat.shape[-2:]) for feat in feats]
-        memory = torch.cat([feat.flatten(2).transpose(1, 2) for feat in feats],
-                           1)
-        pos = torch.cat([
-            det.positional_encoding(None, input=feat).flatten(2).transpose(
-                1, 2) + det.level_embed[level]
-            for level, feat in enumerate(feats)
-        ], 1)
-        memory = self.deformable_encoder(memory, pos, shapes)
-        decoder_inputs, head_inputs = det.pre_decoder(memory)
-        head_inputs.update(
-            det.forward_decoder(
-                memory_mask=None,
-                memory_pos=pos,
-                spatial_shapes=shapes,
-                **decoder_inputs))
-        return head_inputs
-
-    def deformable_encoder(self, query: Tensor, query_pos: Tensor,
-                           shapes: List[Tuple[int, int]]) -> Tensor:
-        """mmdet's ``DeformableDetrTransformerEncoder.forward`` (layers of
-        mmcv's ``MultiScaleDeformableAttention``, eval mode, no padding),
-        with ``shapes`` the (H, W) of each level as integers; the sampling
-        itself is mmcv's ``multi_scale_deformable_attn_pytorch``.
-
-        Args:
-            query (Tensor): Flattened levels, (bs, sum H*W, d).
-            query_pos (Tensor): Their sine + level embeddings.
-
-        Returns:
-            Tensor: The memory, (bs, sum H*W, d).
-        """
-        encoder = self.detector.encoder
-        # mmdet's get_encoder_reference_points with all valid ratios 1: the
-        # cell centres in [0, 1], (bs, sum H*W, num_levels, 2). Written with
-        # arange: exported, its linspace + meshgrid gave the smallest level
-        # the traced length at other sizes (a broadcast error in
-        # onnxruntime).
-        centres = []
-        for height, width in shapes:
-            ys = (torch.arange(height, device=query.device) + 0.5) / height
-            xs = (torch.arange(width, device=query.device) + 0.5) / width
-            centres.append(
-                torch.stack([xs[None].expand(height, -1),
-                             ys[:, None].expand(-1, width)], -1).view(-1, 2))
-        reference_points = torch.cat(centres).to(query.dtype)[None, :, None]
-        reference_points = reference_points.expand(query.size(0), -1,
-                                                   len(shapes), -1)
-        one = query.new_ones(())
-        normalizer = torch.stack(
-            [torch.stack([one * width, one * height])
-             for height, width in shapes])  # (num_levels, 2) as (W, H)
-        for layer in encoder.layers:
-            attn = layer.self_attn
-            bs, num_query, _ = query.shape
-            value = attn.value_proj(query).view(bs, num_query,
-                                                attn.num_heads, -1)
-            shape = (bs, num_query, attn.num_heads, attn.num_levels,
-                     attn.num_points)
-            with_pos = query + query_pos
-            offsets = attn.sampling_offsets(with_pos).view(*shape, 2)
-            weights = attn.attention_weights(with_pos).view(
-                bs, num_query, attn.num_heads, -1).softmax(-1).view(shape)
-            locations = (reference_points[:, :, None, :, None, :] +
-                         offsets / normalizer[:, None, :])
-            out = multi_scale_deformable_attn_pytorch(value, shapes,
-                                                      locations, weights)
-            query = attn.output_proj(out) + query
-            query = layer.norms[1](layer.ffn(layer.norms[0](query)))
-        return query
+            layer_salient_points=outs['salient_points'])
+        return (results.bboxes, results.scores, results.labels,
+                results.salient_points)
 
 
-def export_onnx(detector: SAMDETR,
+@contextlib.contextmanager
+def _traceable_shape_as_tensor():
+    """``torch._shape_as_tensor`` built from the sizes, inside the block.
+
+    Works around mmdet 3.3: :meth:`DeformableDETR.pre_transformer` (used
+    by SAM-DETR++) reads each level's size with ``torch._shape_as_tensor``,
+    which ``torch.export`` cannot trace (it allocates a real tensor); the
+    tensor built here from the symbolic sizes has the same values.
+    """
+    original = torch._shape_as_tensor
+
+    def shape_as_tensor(tensor: Tensor) -> Tensor:
+        one = torch.ones((), dtype=torch.long, device=tensor.device)
+        return torch.stack([one * size for size in tensor.shape])
+
+    torch._shape_as_tensor = shape_as_tensor
+    try:
+        yield
+    finally:
+        torch._shape_as_tensor = original
+
+
+def export_onnx(detector: SAMDETRMixin,
                 path: str,
                 example_shape: Tuple[int, int] = (800, 1333),
                 opset_version: int = 18,
@@ -204,7 +135,7 @@ def export_onnx(detector: SAMDETR,
     """Write ``detector``'s inference to an ONNX file.
 
     Args:
-        detector (SAMDETR): The detector (moved to the CPU).
+        detector (SAMDETRMixin): The detector (moved to the CPU).
         path (str): The ``.onnx`` file to write.
         example_shape (tuple[int, int]): (H, W) of the example image traced.
             Equivalent code paths chosen by shape (the aligner's point
@@ -224,7 +155,7 @@ def export_onnx(detector: SAMDETR,
     if dynamic:
         auto = torch.export.Dim.AUTO
         dynamic_shapes = {'image': {2: auto, 3: auto}}
-    with torch.no_grad():
+    with torch.no_grad(), _traceable_shape_as_tensor():
         torch.onnx.export(
             module, (example, ),
             path,
@@ -237,7 +168,8 @@ def export_onnx(detector: SAMDETR,
             verbose=verbose)
 
 
-def reference_outputs(detector: SAMDETR, image: Tensor) -> Tuple[Tensor, ...]:
+def reference_outputs(detector: SAMDETRMixin,
+                      image: Tensor) -> Tuple[Tensor, ...]:
     """What the graph should return for ``image``: mmdet's own path.
 
     Args:

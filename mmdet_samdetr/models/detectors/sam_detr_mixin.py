@@ -159,9 +159,23 @@ class SAMDETRMixin:
                             ) -> Dict:
         """:meth:`DetectionTransformer.forward_transformer`, with the data
         samples also passed to :meth:`pre_decoder` (for the denoising
-        queries), as in mmdet's DINO."""
+        queries), as in mmdet's DINO.
+
+        While ``torch.export`` traces the model (ONNX export), the encoder
+        and decoder get ``spatial_shapes`` as (H, W) integer pairs read from
+        the feature maps: ``torch.export`` cannot read sizes back out of
+        the tensor.
+        """
         encoder_inputs_dict, decoder_inputs_dict = self.pre_transformer(
             img_feats, batch_data_samples)
+        if torch.compiler.is_exporting():
+            num_levels = len(decoder_inputs_dict['spatial_shapes'])
+            spatial_shapes = [
+                tuple(feat.shape[-2:]) for feat in img_feats[-num_levels:]
+            ]
+            for inputs in encoder_inputs_dict, decoder_inputs_dict:
+                if 'spatial_shapes' in inputs:
+                    inputs['spatial_shapes'] = spatial_shapes
         encoder_outputs_dict = self.forward_encoder(**encoder_inputs_dict)
         decoder_inputs, head_inputs_dict = self.pre_decoder(
             **encoder_outputs_dict, batch_data_samples=batch_data_samples)

@@ -5,13 +5,13 @@ from typing import Dict, Tuple
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.detectors import DeformableDETR
-from mmdet.models.layers import (DeformableDetrTransformerEncoder,
-                                 SinePositionalEncoding)
+from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
 from torch.nn.init import normal_
 
+from ..layers import TraceableDeformableDetrTransformerEncoder
 from .sam_detr_mixin import SAMDETRMixin
 
 
@@ -22,7 +22,9 @@ class SAMDETRPlusPlus(SAMDETRMixin, DeformableDETR):
 
     C3-C5 projected to ``d`` channels (the neck), Deformable DETR's encoder
     (:class:`DeformableDETR`'s ``pre_transformer`` and ``forward_encoder``:
-    level embeddings, per-level masks, valid ratios and sine encodings), and
+    level embeddings, per-level masks, valid ratios and sine encodings;
+    mmdet's encoder as :class:`TraceableDeformableDetrTransformerEncoder`,
+    which can also be exported), and
     the SAM-DETR decoder (:class:`SAMDETRMixin`) reading one level per
     layer, coarse to fine (``decoder.layer_levels``, officially C5, C5, C4,
     C4, C3, C3): inside a layer, RoIAlign, keys, values, padding mask, valid
@@ -55,7 +57,8 @@ class SAMDETRPlusPlus(SAMDETRMixin, DeformableDETR):
     def _init_layers(self) -> None:
         self.positional_encoding = SinePositionalEncoding(
             **self.positional_encoding)
-        self.encoder = DeformableDetrTransformerEncoder(**self.encoder)
+        self.encoder = TraceableDeformableDetrTransformerEncoder(
+            **self.encoder)
         self._init_decoder_layers()
         self.level_embed = nn.Parameter(
             torch.Tensor(self.num_feature_levels, self.embed_dims))

@@ -6,10 +6,15 @@ from .sam_detr_decoder import SAMDETRTransformerDecoder
 from .sam_detr_decoder_layer import (SAMDETRTransformerDecoderLayer,
                                      smca_gaussian_bias)
 from .semantics_aligner import SemanticsAligner
+from .traceable_deformable_encoder import (
+    TraceableDeformableDetrTransformerEncoder,
+    TraceableMultiScaleDeformableAttention)
 
 __all__ = [
     'batched_roi_align', 'roi_point_sample', 'separable_roi_align',
     'SalientPointCrossAttention',
     'SAMDETRTransformerDecoder', 'SAMDETRTransformerDecoderLayer',
-    'SemanticsAligner', 'smca_gaussian_bias'
+    'SemanticsAligner', 'smca_gaussian_bias',
+    'TraceableDeformableDetrTransformerEncoder',
+    'TraceableMultiScaleDeformableAttention'
 ]
