@@ -4,8 +4,9 @@
 Everything comes from mmdet's detector API (``extract_feat``,
 ``forward_transformer``, the head's forward) and from forward hooks on
 documented inspection points of the model (``attn_probs`` and
-``smca_bias`` of :class:`SalientPointCrossAttention`, the memory map that
-:class:`SemanticsAligner` receives); no forward pass is edited for it.
+``smca_bias`` of :class:`SalientPointCrossAttention`, the memory map and
+valid size that :class:`SemanticsAligner` receives); no forward pass is
+edited for it.
 """
 from typing import Dict, List, Optional, Union
 
@@ -76,8 +77,11 @@ def collect_attention(model,
             lambda m, a, out: captured.__setitem__('probs', out)),
         target.cross_attn.smca_bias.register_forward_hook(
             lambda m, a, out: captured.__setitem__('bias', out)),
+        # the aligner's inputs: (query, memory_2d, reference_points,
+        # valid_sizes)
         target.semantics_aligner.register_forward_pre_hook(
-            lambda m, args: captured.__setitem__('memory', args[1]))
+            lambda m, args: captured.update(memory=args[1],
+                                            valid_sizes=args[3]))
     ]
     try:
         head_inputs = model.forward_transformer(
@@ -104,7 +108,8 @@ def collect_attention(model,
     ref = head_inputs['references'][layer, 0, queries].float().cpu()
     points = head_inputs['salient_points'][layer, 0, queries].float().cpu()
     h, w = captured['memory'].shape[-2:]
-    valid_w, valid_h = _valid_cells(samples[0], h, w)
+    # (W, H) feature cells covering the image, as the layer used them
+    valid_w, valid_h = captured['valid_sizes'][0].long().tolist()
     ori_h, ori_w = meta['ori_shape']
 
     def to_image_maps(maps):  # (Q, heads, h * w) -> (Q, heads, ori_h, ori_w)
@@ -129,11 +134,3 @@ def collect_attention(model,
         attention=to_image_maps(probs),
         smca=smca,
         level_shape=(h, w))
-
-
-def _valid_cells(sample, height: int, width: int):
-    """(W, H) feature cells covering the image inside the padded batch."""
-    img_h, img_w = sample.metainfo['img_shape']
-    pad_h, pad_w = sample.metainfo['batch_input_shape']
-    return (int(np.ceil(width * img_w / pad_w)),
-            int(np.ceil(height * img_h / pad_h)))
