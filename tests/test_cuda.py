@@ -20,8 +20,8 @@ from mmdet.apis import inference_detector, init_detector
 
 from conftest import REPO, tiny_model_cfg, tiny_multiscale_cfg
 from mmdet_samdetr.apis import SAMDETRInferencer
-from mmdet_samdetr.models.layers import (SemanticsAligner, batched_roi_align,
-                                         roi_point_sample,
+from mmdet_samdetr.models.layers import (SemanticsAligner, mmcv_roi_align,
+                                         roi_point_sample, semantics_aligner,
                                          separable_roi_align)
 from test_inference import FAMILIES, fresh, make_family
 from test_inference import _images as inference_images
@@ -61,18 +61,16 @@ def test_mmcv_cuda_roi_align_equals_cpu_separable(sampling_ratio, aligned,
     ours = separable_roi_align(feat, boxes, (7, 7), 1.0, sampling_ratio,
                                aligned)
     feat_gpu = feat.detach().cuda().requires_grad_(True)
-    ref = batched_roi_align(feat_gpu, boxes.cuda(), (7, 7), 1.0,
-                            sampling_ratio, aligned, impl='mmcv')
-    torch.testing.assert_close(
-        ref.cpu(), ours.flatten(0, 1), rtol=0, atol=1e-12)
+    ref = mmcv_roi_align(feat_gpu, boxes.cuda(), (7, 7), 1.0,
+                         sampling_ratio, aligned)
+    torch.testing.assert_close(ref.cpu(), ours, rtol=0, atol=1e-12)
     grad_out = torch.randn(ref.shape, dtype=ref.dtype)
-    (g_ours, ) = torch.autograd.grad(
-        (ours.flatten(0, 1) * grad_out).sum(), feat)
+    (g_ours, ) = torch.autograd.grad((ours * grad_out).sum(), feat)
     (g_ref, ) = torch.autograd.grad((ref * grad_out.cuda()).sum(), feat_gpu)
     torch.testing.assert_close(g_ref.cpu(), g_ours, rtol=0, atol=1e-11)
 
 
-def test_auto_dispatch_uses_mmcv_on_cuda(monkeypatch):
+def test_aligner_uses_mmcv_on_cuda_only(monkeypatch):
     import mmcv.ops
     calls = []
     real = mmcv.ops.roi_align
@@ -82,12 +80,14 @@ def test_auto_dispatch_uses_mmcv_on_cuda(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(mmcv.ops, 'roi_align', spy)
-    feat = torch.randn(1, 4, 8, 9, device='cuda')
-    boxes = torch.tensor([[[1., 1., 6., 5.]]], device='cuda')
-    batched_roi_align(feat, boxes, impl='auto')
-    assert calls == [feat.device]
-    batched_roi_align(feat.cpu(), boxes.cpu(), impl='auto')
-    assert len(calls) == 1  # CPU: the separable form, not the op
+    aligner = SemanticsAligner(embed_dims=32, reduced_dims=8,
+                               mlp_dims=(32, 32, 32)).cuda()
+    inputs = (torch.randn(1, 5, 32), torch.randn(1, 32, 40, 40),
+              torch.rand(1, 5, 4) * 0.5 + 0.2, torch.tensor([[40., 40.]]))
+    aligner(*[t.cuda() for t in inputs])  # the reference: mmcv's op
+    assert calls == [torch.device('cuda', torch.cuda.current_device())]
+    aligner.cpu()(*inputs)  # 40x40 on the CPU: 'separable', not the op
+    assert len(calls) == 1
 
 
 def test_point_sample_on_cuda_equals_cpu():
@@ -107,14 +107,15 @@ def test_point_sample_on_cuda_equals_cpu():
         torch.testing.assert_close(g_gpu.cpu(), g_cpu, rtol=0, atol=1e-11)
 
 
-@pytest.mark.parametrize('point_sampling', ['direct', 'roi'])
-def test_aligner_on_cuda_equals_cpu(point_sampling):
-    """Same module, same inputs: mmcv's CUDA op (auto) and the CPU
-    separable form give the same outputs and gradients (float64)."""
+@pytest.mark.parametrize('cpu_path', ['direct', 'separable'])
+def test_aligner_on_cuda_equals_cpu(cpu_path, monkeypatch):
+    """Same module, same inputs: the reference on CUDA (mmcv's op,
+    grid_sample) and each CPU path give the same outputs and gradients
+    (float64)."""
     torch.manual_seed(0)
     aligner = SemanticsAligner(
         embed_dims=32, reduced_dims=8, mlp_dims=(32, 32, 32),
-        with_smca=True, point_sampling=point_sampling)
+        with_smca=True)
     aligner.init_weights()
     torch.nn.init.normal_(aligner.point_predictor[-1].weight, std=0.3)
     aligner = aligner.double()
@@ -132,7 +133,9 @@ def test_aligner_on_cuda_equals_cpu(point_sampling):
         grads = torch.autograd.grad(loss, inputs + list(module.parameters()))
         return {k: v.cpu() for k, v in out.items()}, [g.cpu() for g in grads]
 
+    monkeypatch.setattr(semantics_aligner, '_forced_path', cpu_path)
     out_cpu, grads_cpu = run(aligner, 'cpu')
+    monkeypatch.setattr(semantics_aligner, '_forced_path', None)
     out_gpu, grads_gpu = run(copy.deepcopy(aligner).cuda(), 'cuda')
     for key in out_cpu:
         torch.testing.assert_close(out_gpu[key], out_cpu[key], rtol=0,

@@ -1,23 +1,24 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""The separable CPU RoIAlign equals mmcv's op, forward and backward, and
-the direct point sampling equals grid_sample of mmcv's RoIAlign output."""
+"""The separable RoIAlign equals mmcv's op (the reference), forward and
+backward, and the direct point sampling equals grid_sample of mmcv's RoIAlign
+output."""
 import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from mmcv.ops import roi_align
 
-from mmdet_samdetr.models.layers import (batched_roi_align, roi_point_sample,
+from mmdet_samdetr.models.layers import (mmcv_roi_align, roi_point_sample,
                                          separable_roi_align)
 
 
 def _mmcv(feat, boxes, output_size, sampling_ratio, aligned):
+    """mmcv's op called directly, (B * N, C, out_h, out_w)."""
     bs, num = boxes.shape[:2]
     batch_idx = torch.arange(bs, dtype=boxes.dtype).repeat_interleave(num)
     rois = torch.cat([batch_idx[:, None], boxes.reshape(-1, 4)], 1)
-    out = roi_align(feat, rois, output_size, 1.0, sampling_ratio, 'avg',
-                    aligned)
-    return out.view(bs, num, *out.shape[1:])
+    return roi_align(feat, rois, output_size, 1.0, sampling_ratio, 'avg',
+                     aligned)
 
 
 def _random_boxes(bs, num, height, width, dtype, scale=1.0):
@@ -48,7 +49,7 @@ def test_matches_mmcv_forward_backward(sampling_ratio, aligned, box_scale):
 def _grid_sample_of_mmcv(feat, boxes, points, output_size, aligned=True):
     """The official two steps: RoIAlign, then grid_sample at the points."""
     bs, num, num_points = points.shape[:3]
-    roi = _mmcv(feat, boxes, output_size, 0, aligned).flatten(0, 1)
+    roi = _mmcv(feat, boxes, output_size, 0, aligned)
     out = torch.nn.functional.grid_sample(
         roi, points.reshape(bs * num, 1, num_points, 2), 'bilinear',
         align_corners=False)
@@ -120,16 +121,17 @@ def test_no_gradient_to_boxes():
     assert feat.grad.abs().sum() > 0
 
 
-def test_float32_close_to_mmcv_and_dispatch():
+def test_float32_close_to_mmcv_in_mmcv_layout():
     torch.manual_seed(2)
     feat = torch.randn(2, 16, 20, 25, requires_grad=True)
     boxes = _random_boxes(2, 30, 20, 25, torch.float32, 0.7)
-    ours = batched_roi_align(feat, boxes, impl='auto')  # CPU -> separable
-    ref = batched_roi_align(feat, boxes, impl='mmcv')
-    assert ours.shape == (60, 16, 7, 7)
+    ours = separable_roi_align(feat, boxes)
+    ref = mmcv_roi_align(feat, boxes)
+    assert ours.shape == ref.shape == (60, 16, 7, 7)
+    assert ours.is_contiguous()
     torch.testing.assert_close(ours, ref, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match='impl'):
-        batched_roi_align(feat, boxes, impl='torchvision')
+    torch.testing.assert_close(ref, _mmcv(feat, boxes, (7, 7), 0, True),
+                               rtol=0, atol=0)
 
 
 @settings(max_examples=25, deadline=None)
@@ -156,8 +158,8 @@ def test_property_matches_mmcv(height, width, out, coords):
         atol=1e-10)
 
 
-@pytest.mark.parametrize('impl', ['mmcv', 'separable'])
-def test_non_contiguous_map_gives_the_contiguous_result(impl):
+@pytest.mark.parametrize('roi_align', [mmcv_roi_align, separable_roi_align])
+def test_non_contiguous_map_gives_the_contiguous_result(roi_align):
     """A transposed view of the memory (what a decoder gets from a
     (bs, H*W, C) sequence) pools as the same map stored contiguously; mmcv's
     CPU kernel alone would misread the strides."""
@@ -167,6 +169,6 @@ def test_non_contiguous_map_gives_the_contiguous_result(impl):
     assert not view.is_contiguous()
     boxes = torch.rand(2, 30, 4, dtype=torch.float64) * 8
     boxes[..., 2:] += boxes[..., :2]
-    expected = batched_roi_align(view.contiguous(), boxes, impl=impl)
-    torch.testing.assert_close(batched_roi_align(view, boxes, impl=impl),
-                               expected, rtol=0, atol=1e-12)
+    expected = roi_align(view.contiguous(), boxes)
+    torch.testing.assert_close(roi_align(view, boxes), expected, rtol=0,
+                               atol=1e-12)

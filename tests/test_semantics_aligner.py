@@ -6,7 +6,10 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from torch import nn
 
 from mmdet_samdetr.models.layers import (SalientPointCrossAttention,
-                                         SemanticsAligner, smca_gaussian_bias)
+                                         SemanticsAligner, mmcv_roi_align,
+                                         semantics_aligner, smca_gaussian_bias)
+from mmdet_samdetr.models.layers.semantics_aligner import (SAMPLING_PATHS,
+                                                           sampling_path)
 
 
 def _aligner(with_smca=False, dims=32, num_points=8):
@@ -54,9 +57,8 @@ def test_zero_offsets_give_box_centre_and_centre_feature():
     torch.testing.assert_close(out['points'],
                                boxes[:, :, None, :2].expand(-1, -1, 8, -1))
     # offset 0 samples the middle of the 7x7 RoI grid, i.e. cell (3, 3).
-    from mmdet_samdetr.models.layers import batched_roi_align
     pix = bbox_cxcywh_to_xyxy(boxes) * valid.repeat(1, 2)[:, None]
-    roi = batched_roi_align(memory, pix).view(2, 20, 32, 7, 7)
+    roi = mmcv_roi_align(memory, pix).view(2, 20, 32, 7, 7)
     gate = aligner.content_gate(query).sigmoid().view(2, 20, 8, 32)
     expected = roi[..., 3, 3][:, :, None] * gate
     torch.testing.assert_close(out['content'], expected)
@@ -122,8 +124,8 @@ def test_smca_bias_peaks_at_the_salient_point():
 @pytest.mark.parametrize('keys', [7, 40])
 def test_cross_attention_shares_one_key_for_all_heads(keys):
     """Equal to the official MHA(8*d, 8 heads, vdim=d) fed with the key
-    repeated per head, values and gradients, with the query projections
-    folded into the key (fewer than 2d keys) and not (more)."""
+    repeated per head, values and gradients, with fewer keys than channels
+    and more."""
     torch.manual_seed(0)
     dims, heads, bs, nq = 16, 4, 2, 5
     attn = SalientPointCrossAttention(dims, heads, attn_drop=0.).double()
@@ -156,33 +158,48 @@ def test_cross_attention_shares_one_key_for_all_heads(keys):
         torch.testing.assert_close(g_ours, g_ref, rtol=0, atol=1e-11)
 
 
-def test_auto_sampling_never_needs_more_memory_than_the_official_path():
-    """'auto' samples directly only while the (nq * M, H * W) weight map is
-    no larger than the (nq, d, 7, 7) RoI features of the two-step path."""
-    aligner = SemanticsAligner(embed_dims=256, num_points=8)
-    assert aligner.sampling_path(25, 42) == 'direct'  # 800x1333, stride 32
-    assert aligner.sampling_path(50, 84) == 'roi'  # stride 16 (C4, DC5)
-    assert aligner.sampling_path(100, 167) == 'roi'  # stride 8 (C3)
-    assert aligner.sampling_path(28, 56) == 'direct'  # 8 * 1568 = 256 * 49
-    assert aligner.sampling_path(28, 57) == 'roi'
-    aligner.point_sampling = 'direct'
-    assert aligner.sampling_path(100, 167) == 'direct'
+def _map(height, width, channels=256, device='cpu'):
+    return torch.empty((), device=device).expand(1, channels, height, width)
 
 
-def test_unknown_point_sampling_is_refused():
-    with pytest.raises(ValueError, match='point_sampling'):
-        SemanticsAligner(embed_dims=32, point_sampling='dense')
+def test_direct_sampling_never_needs_more_memory_than_the_official_path():
+    """On the CPU the points are sampled directly only while the
+    (nq * M, H * W) weight map is no larger than the (nq, d, 7, 7) RoI
+    features of the two-step path; off the CPU, the reference (mmcv's
+    op, grid_sample)."""
+    assert sampling_path(_map(25, 42), 8, 7) == 'direct'  # 800x1333, C5
+    assert sampling_path(_map(50, 84), 8, 7) == 'separable'  # C4, DC5
+    assert sampling_path(_map(100, 167), 8, 7) == 'separable'  # C3
+    assert sampling_path(_map(28, 56), 8, 7) == 'direct'  # 8 * 1568 = 256 * 49
+    assert sampling_path(_map(28, 57), 8, 7) == 'separable'
+    assert sampling_path(_map(28, 56, 32), 8, 7) == 'separable'
+    assert sampling_path(_map(25, 42, device='meta'), 8, 7) == 'reference'
 
 
-@pytest.mark.parametrize('point_sampling', ['direct', 'roi', 'auto'])
-def test_aligner_equals_the_official_two_step_computation(point_sampling):
-    """Folding the 1x1 conv in front of RoIAlign and (``'direct'``)
-    sampling the points straight from the map give the official
-    RoIAlign -> conv -> MLP -> grid_sample result, values and gradients
-    (to the memory, the query and every parameter)."""
-    from mmdet_samdetr.models.layers import batched_roi_align
+def test_forcing_hook(monkeypatch):
+    monkeypatch.setattr(semantics_aligner, '_forced_path', 'direct')
+    assert sampling_path(_map(100, 167), 8, 7) == 'direct'
+    monkeypatch.setattr(semantics_aligner, '_forced_path', 'reference')
+    assert sampling_path(_map(25, 42), 8, 7) == 'reference'
+
+
+@pytest.mark.parametrize('key', ['point_sampling', 'roi_align_impl'])
+def test_removed_path_switches_are_refused(key):
+    """The computation path is no config key: a config that still sets one
+    fails to build instead of silently doing something else."""
+    with pytest.raises(TypeError, match=key):
+        SemanticsAligner(embed_dims=32, **{key: 'roi'})
+
+
+@pytest.mark.parametrize('path', SAMPLING_PATHS + (None, ))
+def test_aligner_equals_the_official_two_step_computation(path, monkeypatch):
+    """Folding the 1x1 conv in front of RoIAlign, the separable RoIAlign
+    and (``'direct'``) sampling the points straight from the map give the
+    official RoIAlign -> conv -> MLP -> grid_sample result with mmcv's
+    RoIAlign, values and gradients (to the memory, the query and every
+    parameter). ``None``: the path :func:`sampling_path` picks here."""
+    monkeypatch.setattr(semantics_aligner, '_forced_path', path)
     aligner = _aligner().double()
-    aligner.point_sampling = point_sampling
     # points spread
     nn.init.normal_(aligner.point_predictor[-1].weight, std=0.3)
     query, memory, boxes, valid = [t.double() for t in _inputs()]
@@ -190,7 +207,7 @@ def test_aligner_equals_the_official_two_step_computation(point_sampling):
     query.requires_grad_(True)
     out = aligner(query, memory, boxes, valid)['content']
     pix = bbox_cxcywh_to_xyxy(boxes) * valid.repeat(1, 2)[:, None]
-    roi = batched_roi_align(memory, pix, impl='mmcv')
+    roi = mmcv_roi_align(memory, pix)
     ref = aligner.point_predictor(
         torch.relu(aligner.reduce_conv(roi)).flatten(1))
     offsets = ref[:, :16].tanh().view(-1, 1, 8, 2)

@@ -1,5 +1,5 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-from .roi_align import (batched_roi_align, roi_point_sample,
+from .roi_align import (mmcv_roi_align, roi_point_sample,
                         separable_roi_align)
 from .salient_point_attention import SalientPointCrossAttention
 from .sam_detr_decoder import SAMDETRTransformerDecoder
@@ -11,7 +11,7 @@ from .traceable_deformable_encoder import (
     TraceableMultiScaleDeformableAttention)
 
 __all__ = [
-    'batched_roi_align', 'roi_point_sample', 'separable_roi_align',
+    'mmcv_roi_align', 'roi_point_sample', 'separable_roi_align',
     'SalientPointCrossAttention',
     'SAMDETRTransformerDecoder', 'SAMDETRTransformerDecoderLayer',
     'SemanticsAligner', 'smca_gaussian_bias',

@@ -1,30 +1,67 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""RoIAlign for a fixed number of boxes per image.
+"""RoIAlign of a feature map and sampling of RoIAlign features at points.
 
-On CUDA this calls mmcv's ``RoIAlign`` op. On CPU it uses an exact
-reformulation that is much faster than mmcv's CPU kernel (whose backward is
-single-threaded): bilinear interpolation is separable and the adaptive
-sampling grid of a RoIAlign bin is a Cartesian product of row samples and
-column samples, so the pooled value of bin ``(p, q)`` of box ``k`` is
+:func:`mmcv_roi_align` is the reference: mmcv's ``RoIAlign`` op, as the
+official SAM-DETR code uses torchvision's. Two exact reformulations make the
+CPU computation faster (the Semantics Aligner chooses between them, see
+:func:`~mmdet_samdetr.models.layers.semantics_aligner.sampling_path`):
 
-    out[k, c, p, q] = sum_{i, j} Ay[k, p, i] * F[b_k, c, i, j] * Ax[k, q, j]
+- :func:`separable_roi_align`: bilinear interpolation is separable and the
+  adaptive sampling grid of a RoIAlign bin is a Cartesian product of row
+  samples and column samples, so the pooled value of bin ``(p, q)`` of box
+  ``k`` is
 
-where ``Ay`` (``Ax``) averages the row (column) interpolation weights of the
-bin's samples. ``Ay``/``Ax`` are tiny and built without gradient (RoIAlign
-gives no gradient to the boxes, as in mmcv and torchvision); the two
-contractions are batched matrix products that autograd differentiates with
-respect to the features. The result equals mmcv's ``roi_align`` (same
-sampling positions, same border rules) up to float rounding; see
-``tests/test_roi_align.py``.
+      out[k, c, p, q] = sum_{i, j} Ay[k, p, i] * F[b_k, c, i, j] * Ax[k, q, j]
 
-:func:`roi_point_sample` goes one step further for SAM-DETR's salient
-points: sampling RoIAlign features bilinearly at a few points is itself a
-separable weighting of the map, so it is computed from the map directly.
+  where ``Ay`` (``Ax``) averages the row (column) interpolation weights of
+  the bin's samples. ``Ay``/``Ax`` are tiny and built without gradient
+  (RoIAlign gives no gradient to the boxes, as in mmcv and torchvision); the
+  two contractions are batched matrix products that autograd differentiates
+  with respect to the features (mmcv's CPU backward is single-threaded).
+- :func:`roi_point_sample`: sampling RoIAlign features bilinearly at a few
+  points (``grid_sample``) is itself a separable weighting of the map, so it
+  is computed from the map directly.
+
+Both equal the reference (same sampling positions, same border rules) up to
+float rounding; see ``tests/test_roi_align.py``.
 """
 from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
+
+
+def mmcv_roi_align(feat: Tensor,
+                   boxes: Tensor,
+                   output_size: Tuple[int, int] = (7, 7),
+                   spatial_scale: float = 1.0,
+                   sampling_ratio: int = 0,
+                   aligned: bool = True) -> Tensor:
+    """mmcv's ``roi_align`` (average pooling) of ``N`` boxes per image.
+
+    The reference RoIAlign: one op call for the whole batch.
+
+    Args:
+        feat (Tensor): (B, C, H, W).
+        boxes (Tensor): (B, N, 4) xyxy in input pixels; no gradient flows to
+            them.
+        output_size, spatial_scale, sampling_ratio, aligned: As mmcv's
+            ``RoIAlign`` (``pool_mode='avg'``).
+
+    Returns:
+        Tensor: (B * N, C, out_h, out_w), batch-major.
+    """
+    from mmcv.ops import roi_align
+    bs, num_boxes = boxes.shape[:2]
+    batch_idx = torch.arange(
+        bs, device=boxes.device,
+        dtype=boxes.dtype).repeat_interleave(num_boxes)[:, None]
+    rois = torch.cat([batch_idx, boxes.detach().reshape(-1, 4)], dim=1)
+    # mmcv's CPU kernel reads the map as if it were contiguous: a strided
+    # view (e.g. a transposed memory) gives wrong numbers without an error
+    return roi_align(feat.contiguous(), rois.to(feat.dtype),
+                     tuple(output_size), spatial_scale, sampling_ratio, 'avg',
+                     aligned)
 
 
 def _axis_weights(start: Tensor, end: Tensor, size: int, out_size: int,
@@ -121,6 +158,8 @@ def separable_roi_align(feat: Tensor,
                         ) -> Tensor:
     """RoIAlign (average pooling) as two batched matrix products.
 
+    Equal to :func:`mmcv_roi_align` with the same arguments.
+
     Args:
         feat (Tensor): Feature map, shape (B, C, H, W).
         boxes (Tensor): Boxes ``(x1, y1, x2, y2)`` in input pixels (before
@@ -135,15 +174,30 @@ def separable_roi_align(feat: Tensor,
             boxes and map, when the caller already has them.
 
     Returns:
-        Tensor: Pooled features, shape (B, N, C, out_h, out_w).
+        Tensor: Pooled features, shape (B * N, C, out_h, out_w), batch-major
+        and contiguous, as mmcv's op.
     """
+    bs, num_boxes = boxes.shape[:2]
+    out = _separable_roi_align(feat, boxes, tuple(output_size),
+                               spatial_scale, sampling_ratio, aligned,
+                               weights)
+    # contiguous, like mmcv's output: element-wise ops and their backward on
+    # the permuted layout are several times slower
+    return out.reshape(bs * num_boxes, *out.shape[2:]).contiguous()
+
+
+def _separable_roi_align(feat: Tensor, boxes: Tensor,
+                         output_size: Tuple[int, int], spatial_scale: float,
+                         sampling_ratio: int, aligned: bool,
+                         weights: Optional[Tuple[Tensor, Tensor]]) -> Tensor:
+    """:func:`separable_roi_align` as a (B, N, C, out_h, out_w) view."""
     bs, channels, height, width = feat.shape
     if width > height:
         # The first product keeps one spatial axis (N*out*C*kept values);
         # keep the shorter one by working on the transposed map.
-        out = separable_roi_align(
-            feat.transpose(2, 3), boxes[..., [1, 0, 3, 2]],
-            tuple(output_size)[::-1], spatial_scale, sampling_ratio, aligned,
+        out = _separable_roi_align(
+            feat.transpose(2, 3), boxes[..., [1, 0, 3, 2]], output_size[::-1],
+            spatial_scale, sampling_ratio, aligned,
             None if weights is None else weights[::-1])
         return out.transpose(3, 4)
     num_boxes = boxes.size(1)
@@ -232,48 +286,3 @@ def roi_point_sample(feat: Tensor,
         bs, num_boxes * num_points, height * width)
     out = torch.bmm(point_maps, feat.flatten(2).transpose(1, 2))
     return out.view(bs, num_boxes, num_points, channels)
-
-
-def batched_roi_align(feat: Tensor,
-                      boxes: Tensor,
-                      output_size: Tuple[int, int] = (7, 7),
-                      spatial_scale: float = 1.0,
-                      sampling_ratio: int = 0,
-                      aligned: bool = True,
-                      impl: str = 'auto',
-                      weights: Optional[Tuple[Tensor, Tensor]] = None
-                      ) -> Tensor:
-    """RoIAlign of ``N`` boxes per image, one call for the whole batch.
-
-    Args:
-        feat (Tensor): (B, C, H, W).
-        boxes (Tensor): (B, N, 4) xyxy in input pixels.
-        impl (str): ``'mmcv'`` (mmcv's op), ``'separable'`` (the exact
-            matrix form above) or ``'auto'``: mmcv on CUDA, separable on CPU.
-        weights (tuple[Tensor], optional): :func:`roi_axis_weights` of these
-            boxes and map, reused by the separable form.
-
-    Returns:
-        Tensor: (B * N, C, out_h, out_w), batch-major.
-    """
-    if impl not in ('auto', 'mmcv', 'separable'):
-        raise ValueError(f"roi_align impl must be 'auto', 'mmcv' or "
-                         f"'separable', got {impl!r}")
-    if impl == 'auto':
-        impl = 'separable' if feat.device.type == 'cpu' else 'mmcv'
-    bs, num_boxes = boxes.shape[:2]
-    if impl == 'separable':
-        out = separable_roi_align(feat, boxes, output_size, spatial_scale,
-                                  sampling_ratio, aligned, weights)
-        # contiguous, like mmcv's output: element-wise ops and their
-        # backward on the permuted layout are several times slower
-        return out.reshape(bs * num_boxes, *out.shape[2:]).contiguous()
-    from mmcv.ops import roi_align
-    batch_idx = torch.arange(
-        bs, device=boxes.device,
-        dtype=boxes.dtype).repeat_interleave(num_boxes)[:, None]
-    rois = torch.cat([batch_idx, boxes.detach().reshape(-1, 4)], dim=1)
-    # mmcv's CPU kernel reads the map as if it were contiguous: a strided
-    # view (e.g. a transposed memory) gives wrong numbers without an error
-    return roi_align(feat.contiguous(), rois.to(feat.dtype), output_size,
-                     spatial_scale, sampling_ratio, 'avg', aligned)

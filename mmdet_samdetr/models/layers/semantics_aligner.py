@@ -1,6 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """The Semantics Aligner of SAM-DETR (CVPR 2022, Sec. 3.2)."""
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -10,10 +10,54 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .roi_align import (batched_roi_align, roi_axis_weights,
-                        roi_point_sample)
+from .roi_align import (mmcv_roi_align, roi_axis_weights, roi_point_sample,
+                        separable_roi_align)
 
-POINT_SAMPLING = ('auto', 'direct', 'roi')
+SAMPLING_PATHS = ('reference', 'separable', 'direct')
+
+# Testing and benchmarking hook: one of SAMPLING_PATHS forces that path
+# wherever it applies; None (the default) lets sampling_path choose.
+_forced_path: Optional[str] = None
+
+
+def sampling_path(memory_2d: Tensor, num_points: int, roi_size: int) -> str:
+    """How the Semantics Aligner pools and samples this map.
+
+    The one place that chooses between the reference computation and its
+    exact faster forms; all give the same values and gradients up to float
+    rounding (``tests/test_semantics_aligner.py``):
+
+    - ``'reference'``, the official computation: mmcv's RoIAlign of all
+      channels (the memory and the output of the 1x1 conv), then
+      ``grid_sample`` at the salient points. Used off the CPU, where it is
+      mmcv's CUDA op.
+    - ``'separable'``: the same two steps with :func:`separable_roi_align`
+      instead of mmcv's op, whose CPU backward runs on one thread. Used on
+      the CPU for large maps.
+    - ``'direct'``: :func:`separable_roi_align` of the conv's channels only,
+      and the point features read straight from the map by
+      :func:`roi_point_sample`. Used on the CPU while its ``(nq * M, H * W)``
+      weight map is no larger than the ``(nq, C, 7, 7)`` RoI features of the
+      other two (``M * H * W <= C * roi_size ** 2``, up to 1,568 cells for
+      ``M = 8``, ``C = 256``: the stride-32 level of a COCO-size image), so
+      it never needs more memory than they do.
+
+    Args:
+        memory_2d (Tensor): The map, (bs, C, H, W).
+        num_points (int): Salient points ``M`` per query.
+        roi_size (int): RoIAlign output size.
+
+    Returns:
+        str: One of :data:`SAMPLING_PATHS`.
+    """
+    if _forced_path is not None:
+        return _forced_path
+    if memory_2d.device.type != 'cpu':
+        return 'reference'
+    channels, height, width = memory_2d.shape[-3:]
+    if num_points * height * width <= channels * roi_size * roi_size:
+        return 'direct'
+    return 'separable'
 
 
 @MODELS.register_module()
@@ -43,23 +87,6 @@ class SemanticsAligner(BaseModule):
             (256, 512, 512).
         with_smca (bool): Also predict a Gaussian scale ``(s_x, s_y)`` per
             point for SMCA. Defaults to False.
-        roi_align_impl (str): See :func:`batched_roi_align`.
-        point_sampling (str): How the point features are read; all give the
-            same values and gradients up to float rounding.
-
-            - ``'direct'``: :func:`roi_point_sample`, the exact closed form
-              of sampling the RoIAlign features at the points, straight from
-              the map; RoIAlign then pools only the conv's ``reduced_dims``
-              channels. Fewer operations, but one ``(nq * M, H * W)`` weight
-              map per image.
-            - ``'roi'``: the official two steps, RoIAlign of all
-              ``embed_dims`` channels, then ``grid_sample``; memory
-              ``nq * d * 7 * 7`` per image.
-            - ``'auto'`` (default): ``'direct'`` while its weight map is no
-              larger than the RoI features of ``'roi'``
-              (``M * H * W <= d * 7 * 7``), else ``'roi'``. So a large
-              (stride-8 or stride-16) level never needs more memory than
-              the official computation.
         init_cfg (dict, optional): Initialization config.
     """
 
@@ -70,19 +97,12 @@ class SemanticsAligner(BaseModule):
                  reduced_dims: int = 64,
                  mlp_dims: tuple = (256, 512, 512),
                  with_smca: bool = False,
-                 roi_align_impl: str = 'auto',
-                 point_sampling: str = 'auto',
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.embed_dims = embed_dims
         self.num_points = num_points
         self.roi_size = roi_size
         self.with_smca = with_smca
-        self.roi_align_impl = roi_align_impl
-        if point_sampling not in POINT_SAMPLING:
-            raise ValueError(f'point_sampling must be one of '
-                             f'{POINT_SAMPLING}, got {point_sampling!r}')
-        self.point_sampling = point_sampling
         self.reduce_conv = nn.Conv2d(embed_dims, reduced_dims, 1)
         dims = (reduced_dims * roi_size * roi_size, ) + tuple(mlp_dims)
         layers = []
@@ -104,14 +124,6 @@ class SemanticsAligner(BaseModule):
         """
         super().init_weights()
         nn.init.zeros_(self.point_predictor[-1].bias)
-
-    def sampling_path(self, height: int, width: int) -> str:
-        """``'direct'`` or ``'roi'`` for an ``height x width`` map."""
-        if self.point_sampling != 'auto':
-            return self.point_sampling
-        roi_cells = self.roi_size * self.roi_size
-        small = self.num_points * height * width <= self.embed_dims * roi_cells
-        return 'direct' if small else 'roi'
 
     def forward(self, query: Tensor, memory_2d: Tensor, ref_boxes: Tensor,
                 valid_sizes: Tensor) -> Dict[str, Tensor]:
@@ -135,10 +147,13 @@ class SemanticsAligner(BaseModule):
         bs, num_queries, dims = query.shape
         boxes = bbox_cxcywh_to_xyxy(ref_boxes) * valid_sizes.repeat(1, 2)[:,
                                                                           None]
-        if self.sampling_path(*memory_2d.shape[-2:]) == 'roi':
-            out, sample = self._predict_and_sample_roi(memory_2d, boxes)
-        else:
+        path = sampling_path(memory_2d, self.num_points, self.roi_size)
+        if path == 'direct':
             out, sample = self._predict_and_sample_direct(memory_2d, boxes)
+        else:
+            out, sample = self._predict_and_sample_roi(
+                memory_2d, boxes,
+                mmcv_roi_align if path == 'reference' else separable_roi_align)
         offsets = out[..., :2 * self.num_points].tanh().view(
             bs, num_queries, self.num_points, 2)
         content = sample(offsets)
@@ -170,8 +185,12 @@ class SemanticsAligner(BaseModule):
         return self.point_predictor(reduced_roi.flatten(1)).view(
             bs, -1, self.point_predictor[-1].out_features)
 
-    def _predict_and_sample_roi(self, memory_2d: Tensor, boxes: Tensor):
+    def _predict_and_sample_roi(self, memory_2d: Tensor, boxes: Tensor,
+                                roi_align: Callable):
         """Official two steps: RoIAlign of all channels, ``grid_sample``.
+
+        ``roi_align`` is :func:`mmcv_roi_align` or
+        :func:`separable_roi_align`.
 
         Returns:
             tuple: MLP output (bs, nq, 2M or 4M) and a function of the
@@ -182,10 +201,9 @@ class SemanticsAligner(BaseModule):
         reduced = self._reduced_map(memory_2d)
         # one RoIAlign pools both; split (not two slices): its backward is
         # one concatenation
-        pooled = batched_roi_align(
-            torch.cat([memory_2d, reduced], dim=1),
-            boxes, (self.roi_size, self.roi_size),
-            impl=self.roi_align_impl)
+        pooled = roi_align(
+            torch.cat([memory_2d, reduced], dim=1), boxes,
+            (self.roi_size, self.roi_size))
         roi_feats, reduced_roi = pooled.split([dims, reduced.size(1)], dim=1)
 
         def sample(offsets: Tensor) -> Tensor:
@@ -210,12 +228,8 @@ class SemanticsAligner(BaseModule):
         weights = roi_axis_weights(
             boxes.to(memory_2d.dtype), *memory_2d.shape[-2:], roi_size, 1.0,
             0, True)
-        reduced_roi = batched_roi_align(
-            self._reduced_map(memory_2d),
-            boxes,
-            roi_size,
-            impl=self.roi_align_impl,
-            weights=weights)
+        reduced_roi = separable_roi_align(
+            self._reduced_map(memory_2d), boxes, roi_size, weights=weights)
 
         def sample(offsets: Tensor) -> Tensor:
             return roi_point_sample(
