@@ -3,7 +3,6 @@
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from mmcv.cnn import Linear
 from mmdet.models.layers import MLP
 from mmdet.registry import MODELS
@@ -18,9 +17,7 @@ class SalientPointCrossAttention(BaseModule):
     Head ``h`` attends with the ``d``-dimensional query built from salient
     point ``h`` (content + position), against a ``d``-dimensional key that is
     the same for every head (it is never copied per head: the logits of all
-    heads come from one batched product). While there are fewer than
-    ``2 d`` keys, the query projections are folded into the key
-    (:meth:`_folded_logits`). Values are split as usual into
+    heads come from one batched product). Values are split as usual into
     ``num_heads`` chunks of ``d / num_heads``. The logit scale is
     ``d ** -0.5``. This is the official ``MultiheadAttention(8 * 256, 8,
     vdim=256)`` with the key repeated 8 times, without the repeat.
@@ -60,40 +57,6 @@ class SalientPointCrossAttention(BaseModule):
         super().init_weights()
         nn.init.zeros_(self.out_proj.bias)
 
-    def _folded_logits(self, content: Tensor, position: Tensor,
-                       key: Tensor) -> Tensor:
-        """Logits with the query projections folded into the key.
-
-        The query is ``qcontent_proj(content) + qpos_sine_proj(position)``,
-        whose last maps are linear, so ``logits = content . (key Wc) +
-        hidden . (key Wp) + (bc + bp) . key`` with ``hidden`` the input of
-        the position MLP's last layer: the projections run on the ``S`` key
-        rows instead of the ``nq * heads`` query rows, for a logit product
-        over ``2d`` channels instead of ``d``. Fewer operations while
-        ``S < 2d`` (e.g. 320 keys for d = 256 at 512x640); exact.
-
-        Args:
-            content, position (Tensor): (bs, nq, heads, d).
-            key (Tensor): Scaled keys, (bs, S, d).
-
-        Returns:
-            Tensor: Logits (bs, heads * nq, S), head-major.
-        """
-        bs, num_queries, num_heads, dims = content.shape
-        pos_layers = self.qpos_sine_proj.layers
-        weight = torch.cat([self.qcontent_proj.weight, pos_layers[-1].weight],
-                           dim=1)  # (d, 2d)
-        key_folded = torch.matmul(key, weight)  # (bs, S, 2d)
-        key_bias = torch.matmul(key,
-                                self.qcontent_proj.bias + pos_layers[-1].bias)
-        hidden = position.transpose(1, 2)
-        for layer in pos_layers[:-1]:
-            hidden = F.relu(layer(hidden))
-        query = torch.cat([content.transpose(1, 2), hidden], dim=-1).reshape(
-            bs, num_heads * num_queries, 2 * dims)
-        return torch.baddbmm(key_bias[:, None], query,
-                             key_folded.transpose(1, 2))
-
     def forward(self,
                 content: Tensor,
                 position: Tensor,
@@ -120,13 +83,10 @@ class SalientPointCrossAttention(BaseModule):
         num_keys = memory.size(1)
         key = self.kcontent_proj(memory) + self.kpos_sine_proj(memory_pos)
         key = key * dims**-0.5
-        if num_keys < 2 * dims:
-            logits = self._folded_logits(content, position, key)
-        else:
-            query = self.qcontent_proj(content) + self.qpos_sine_proj(position)
-            query = query.transpose(1, 2).reshape(bs, num_heads * num_queries,
-                                                  dims)
-            logits = torch.bmm(query, key.transpose(1, 2))
+        query = self.qcontent_proj(content) + self.qpos_sine_proj(position)
+        query = query.transpose(1, 2).reshape(bs, num_heads * num_queries,
+                                              dims)
+        logits = torch.bmm(query, key.transpose(1, 2))
         logits = logits.view(bs, num_heads, num_queries, num_keys)
         value = self.v_proj(memory).view(bs, num_keys, num_heads,
                                          dims // num_heads).transpose(1, 2)
