@@ -17,7 +17,9 @@ own ``extract_feat``, ``forward_transformer`` and head
 (``predict_by_feat``); while exporting, the detector hands its encoder and
 decoder the level sizes as Python integers (``torch.export`` cannot read
 them back out of mmdet's ``spatial_shapes`` tensor), which SAM-DETR++'s
-:class:`TraceableDeformableDetrTransformerEncoder` accepts.
+:class:`TraceableDeformableDetrTransformerEncoder` accepts, and
+:func:`export_onnx` makes the ``torch._shape_as_tensor`` of mmdet's
+:meth:`DeformableDETR.pre_transformer` traceable while it exports.
 """
 import contextlib
 from typing import Dict, Optional, Sequence, Tuple
