@@ -2,11 +2,13 @@
 """SAM-DETR++ (multi-scale) and denoising training (DN)."""
 import pytest
 import torch
+from mmdet.models.detectors import DETR, DeformableDETR
 from mmdet.models.layers import DeformableDetrTransformerEncoder
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 
 from conftest import det_sample, tiny_model_cfg, tiny_multiscale_cfg
+from mmdet_samdetr.models.detectors import SAMDETR, SAMDETRPlusPlus
 
 
 def _build(cfg, dropout=False):
@@ -44,6 +46,27 @@ def _levels_read(model, img, samples):
     for hook in hooks:
         hook.remove()
     return shapes
+
+
+def test_detectors_are_members_of_mmdets_detr_family():
+    """SAM-DETR++ is a DeformableDETR (its encoder side runs natively) and
+    SAM-DETR a DETR; Deformable DETR's own query layers are not built."""
+    assert issubclass(SAMDETR, DETR) and issubclass(SAMDETRPlusPlus,
+                                                    DeformableDETR)
+    for name in ('forward_encoder', 'get_valid_ratio'):
+        assert getattr(SAMDETRPlusPlus, name) is getattr(DeformableDETR, name)
+    model = _build(tiny_multiscale_cfg()).eval()
+    for name in ('reference_points_fc', 'memory_trans_fc', 'pos_trans_fc'):
+        assert not hasattr(model, name)
+    assert model.query_embedding.weight.shape == (10, 4)
+    img, samples = torch.rand(1, 3, 96, 128), [det_sample((96, 128))]
+    with torch.no_grad():
+        feats = model.extract_feat(img)
+        ours = model.pre_transformer(feats, samples)
+        mmdets = DeformableDETR.pre_transformer(model, feats, samples)
+    for key, value in mmdets[0].items():
+        assert value is None or torch.equal(value, ours[0][key]), key
+    assert ours[1]['memory_pos'] is ours[0]['feat_pos']
 
 
 def test_each_decoder_layer_reads_its_level():

@@ -22,8 +22,9 @@ class SAMDETRMixin:
 
     The parent detector keeps its ``pre_transformer`` and
     ``forward_encoder``; its ``pre_transformer`` must hand the decoder
-    mmdet's feature geometry (``spatial_shapes``, ``level_start_index``,
-    ``valid_ratios``) and ``memory_pos``. This mixin gives:
+    mmdet's feature geometry (``spatial_shapes`` and ``valid_ratios``;
+    ``level_start_index`` may come along, the decoder does not need it)
+    and ``memory_pos``. This mixin gives:
 
     - the queries (:meth:`pre_decoder`): zero content queries and learnable
       reference boxes ``query_embedding`` (num_queries, 4), stored before
