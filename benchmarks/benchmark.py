@@ -33,19 +33,21 @@ _RESULT = 'BENCHMARK-RESULT '
 MODELS_UNDER_TEST = {
     'SAM-DETR': 'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
     'SAM-DETR+SMCA': 'configs/sam_detr/sam-detr-smca_r50_4xb4-50e_coco.py',
-    # the same model computed as the official code does it: mmcv's RoIAlign
-    # op on all channels, then grid_sample (for comparison)
-    'SAM-DETR/mmcv-RoIAlign':
-    'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
+    # the same model on one path of the Semantics Aligner everywhere
+    # (models.layers.semantics_aligner.sampling_path): 'reference' is the
+    # official computation (mmcv's RoIAlign op on all channels, then
+    # grid_sample), 'separable' the same two steps with the separable
+    # RoIAlign, without sampling the points straight from the map
+    'SAM-DETR/reference': 'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
+    'SAM-DETR/separable': 'configs/sam_detr/sam-detr_r50_4xb4-50e_coco.py',
     'SAM-DETR-DC5+DN':
     'configs/sam_detr/sam-detr-dn_r50-dc5_8xb1-12e_coco.py',
     'SAM-DETR++': 'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
     'SAM-DETR++/SMCA+DN':
     'configs/sam_detr_pp/sam-detr-pp-smca-dn_r50_8xb2-12e_coco.py',
-    # SAM-DETR++ with a fixed point-sampling path on every level (the
-    # default 'auto' picks per level): 'roi' is the official computation
-    'SAM-DETR++/roi': 'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
-    'SAM-DETR++/direct':
+    'SAM-DETR++/reference':
+    'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
+    'SAM-DETR++/separable':
     'configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
     # Align-DETR's mixed (one-to-k) matching and Align Loss
     'Align-SAM-DETR':
@@ -118,12 +120,11 @@ def build(name, path, args):
     from mmdet.registry import MODELS
     cfg = _config(path)
     cfg.model.backbone.init_cfg = None
-    if name.endswith('mmcv-RoIAlign'):
-        cfg.model.decoder.layer_cfg.aligner_cfg.update(
-            roi_align_impl='mmcv', point_sampling='roi')
-    if name.endswith(('/roi', '/direct')):
-        cfg.model.decoder.layer_cfg.aligner_cfg.update(
-            point_sampling=name.rpartition('/')[2])
+    path = name.rpartition('/')[2]
+    if path in ('reference', 'separable'):
+        # this process only: each model runs in a process of its own
+        from mmdet_samdetr.models.layers import semantics_aligner
+        semantics_aligner._forced_path = path
     if name in ('DeformableDETR', 'DINO', 'Align-DETR'):
         _three_levels(cfg.model)
     torch.manual_seed(0)
@@ -333,9 +334,9 @@ def main(argv=None):
                 f'{times["train_flops"] / results[b]["train_flops"]:22.2f} '
                 f'{times["infer_flops"] / results[b]["infer_flops"]:22.2f}'
                 for b in bases))
-    if 'SAM-DETR/mmcv-RoIAlign' in results and args.flops:
-        print('(SAM-DETR/mmcv-RoIAlign: RoIAlign and grid_sample are not '
-              'counted as operations)')
+    if any(name.endswith('/reference') for name in results) and args.flops:
+        print('(*/reference: RoIAlign and grid_sample are not counted as '
+              'operations)')
 
 
 if __name__ == '__main__':

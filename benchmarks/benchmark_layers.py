@@ -4,15 +4,22 @@
 
 Where a training step's time goes, at the shapes of ``benchmarks/benchmark.py``
 (batch 2, 300 queries, a 16x20 memory for 512x640 images; ``--size`` sets the
-memory): the SAM-DETR decoder layer and its Semantics Aligner, cross-attention
-(with and without the query projections folded into the key), self-attention
-and FFN; a ConditionalDETR decoder layer (mmdet's 6-layer decoder divided by
-6); and a large matrix product for the machine's peak. Medians of ``--repeat``
-runs in one process, CPU. Each row also gives its multiply-accumulates (matrix
-products, forward and backward, counted by ``torch.utils.flop_counter``) and
-the rate they ran at, to compare with the peak.
+memory): the SAM-DETR decoder layer and its Semantics Aligner,
+cross-attention, self-attention and FFN; a ConditionalDETR decoder layer
+(mmdet's 6-layer decoder divided by 6); and a large matrix product for the
+machine's peak. Medians of ``--repeat`` runs in one process, CPU. Each row
+also gives its multiply-accumulates (matrix products, forward and backward,
+counted by ``torch.utils.flop_counter``) and the rate they ran at, to compare
+with the peak.
+
+With ``--paths``, instead: the SAM-DETR decoder layer's training (forward +
+backward) and inference (forward) time on each computation path of its
+Semantics Aligner (``semantics_aligner.SAMPLING_PATHS``), the paths taking
+turns in one process, with each path's median time relative to the reference
+(the official computation) and the path the layer takes at this size.
 
     python benchmarks/benchmark_layers.py [--size 16 20] [--repeat 10]
+    python benchmarks/benchmark_layers.py --paths [--size 16 20] [--repeat 15]
 """
 import argparse
 import statistics
@@ -47,11 +54,44 @@ def report(name, ms, macs):
           f'{macs / ms * 1e3:6.0f} GMAC/s')
 
 
+def compare_paths(run, repeat, warmup=2):
+    """Times of ``run()`` on each path of the Semantics Aligner.
+
+    The paths take turns (one call each, ``warmup + repeat`` times), so a
+    slow phase of the machine falls on all of them.
+
+    Returns:
+        dict: Per path, its median in ms and the median over the turns of
+        its time relative to the reference's in the same turn.
+    """
+    from mmdet_samdetr.models.layers import semantics_aligner
+    paths = semantics_aligner.SAMPLING_PATHS
+    runs = {path: [] for path in paths}
+    try:
+        for i in range(warmup + repeat):
+            for path in paths:
+                semantics_aligner._forced_path = path
+                start = time.perf_counter()
+                run()
+                if i >= warmup:
+                    runs[path].append(time.perf_counter() - start)
+    finally:
+        semantics_aligner._forced_path = None
+    return {
+        path: (statistics.median(t) * 1e3,
+               statistics.median(
+                   a / b for a, b in zip(t, runs['reference'])))
+        for path, t in runs.items()
+    }
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument('--size', type=int, nargs=2, default=(16, 20),
                         metavar=('H', 'W'), help='memory size (stride 32)')
     parser.add_argument('--repeat', type=int, default=10)
+    parser.add_argument('--paths', action='store_true',
+                        help='time the decoder layer on each aligner path')
     args = parser.parse_args(argv)
     from mmdet.models.layers.transformer import \
         ConditionalDetrTransformerDecoder
@@ -85,23 +125,37 @@ def main(argv=None):
                        ref_boxes, valid)
         out.sum().backward()
 
+    if args.paths:
+        from mmdet_samdetr.models.layers.semantics_aligner import \
+            sampling_path
+
+        def infer_layer():
+            with torch.no_grad():
+                layer(query, query_pos, memory, memory_2d(), memory_pos,
+                      ref_boxes, valid)
+
+        chosen = sampling_path(memory_2d(), layer.semantics_aligner.num_points,
+                               layer.semantics_aligner.roi_size)
+        print(f'CPU, torch threads {torch.get_num_threads()}, batch {bs}, '
+              f'{nq} queries, memory {height}x{width}; SAM-DETR decoder '
+              f'layer, median of {args.repeat}, paths taking turns (in '
+              f'brackets: median of the time relative to the reference in '
+              f'the same turn); chosen at this size: {chosen}')
+        for label, run, training in (('train', sam_layer, True),
+                                     ('infer', infer_layer, False)):
+            layer.train(training)
+            times = compare_paths(run, args.repeat)
+            print(f'{label}: ' + ', '.join(
+                f'{path} {ms:.1f} ms ({ratio:.2f})'
+                for path, (ms, ratio) in times.items()))
+        return
+
     def aligner():
         out = layer.semantics_aligner(query, memory_2d(), ref_boxes, valid)
         (out['content'].sum() + out['position'].sum()).backward()
 
     def cross_attn():
         attn(content, position, memory, memory_pos).sum().backward()
-
-    def logits(folded):
-        key = (attn.kcontent_proj(memory) +
-               attn.kpos_sine_proj(memory_pos)) * dims**-0.5
-        if folded:
-            out = attn._folded_logits(content, position, key)
-        else:
-            q = attn.qcontent_proj(content) + attn.qpos_sine_proj(position)
-            out = torch.bmm(q.transpose(1, 2).flatten(1, 2),
-                            key.transpose(1, 2))
-        out.sum().backward()
 
     def self_attn():
         layer.self_attn(query=query, key=query, query_pos=query_pos,
@@ -128,9 +182,6 @@ def main(argv=None):
         ('SAM-DETR decoder layer', sam_layer),
         ('  Semantics Aligner', aligner),
         ('  cross-attention', cross_attn),
-        ('    logits, projections folded into the key',
-         lambda: logits(True)),
-        ('    logits, projections on the query rows', lambda: logits(False)),
         ('  self-attention', self_attn),
         ('  FFN', ffn),
     ]

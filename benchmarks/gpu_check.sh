@@ -59,7 +59,7 @@ bench() {
   install_deps
   $PY benchmarks/benchmark.py --device cuda --size 800 1333 --warmup 3 \
     --repeat 10 --rounds 2 --no-flops --models SAM-DETR SAM-DETR+SMCA \
-    ConditionalDETR SAM-DETR++ SAM-DETR++/SMCA+DN SAM-DETR++/roi \
+    ConditionalDETR SAM-DETR++ SAM-DETR++/SMCA+DN \
     DeformableDETR DINO 2>&1 | tail -40
   # mmdet's own benchmark (CUDA only) needs a test set: the toy images,
   # resized by the COCO test pipeline to 800x1333 as COCO images are
