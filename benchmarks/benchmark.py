@@ -212,8 +212,8 @@ def measure_all(args):
     """Each model in a process of its own, the models taking turns.
 
     One process per model and round: models sharing a process slow each
-    other down unevenly (allocator and cache state; measured here: the
-    ratio moved by 0.1), and taking turns spreads a slow phase of the
+    other down unevenly (allocator and cache state: the ratio
+    can move by 0.1), and taking turns spreads a slow phase of the
     machine over all models. The result is the median over rounds.
     """
     forwarded = [

@@ -37,7 +37,7 @@ build() {
   if ls .whl/built/mmcv-*.whl >/dev/null 2>&1; then
     echo "mmcv wheel already built: $(ls .whl/built)"; return 0
   fi
-  # only the lent GPU's architecture (e.g. 9.0 for H100/H200)
+  # only this GPU's architecture (e.g. 9.0 for H100/H200)
   arch=$($PY -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')
   src=/tmp/mmcv_src
   rm -rf $src && mkdir -p $src && tar xzf .whl/mmcv-2.1.0.tar.gz -C $src
