@@ -140,10 +140,10 @@ def export_onnx(detector: SAMDETRMixin,
         detector (SAMDETRMixin): The detector (moved to the CPU).
         path (str): The ``.onnx`` file to write.
         example_shape (tuple[int, int]): (H, W) of the example image traced.
-            Equivalent code paths chosen by shape (the aligner's point
-            sampling, the side RoIAlign contracts first, the attention
-            logits' folding) are fixed at this size: all give the same
-            numbers, at different cost; use the size you will run at.
+            Equivalent code paths chosen by shape (the aligner's
+            ``sampling_path``, the side RoIAlign contracts first) are fixed
+            at this size: all give the same numbers, at different cost; use
+            the size you will run at.
         dynamic (bool): Symbolic height and width (any image size).
             Defaults to True.
         optimize (bool): onnxscript's graph optimization. Defaults to True.
