@@ -124,7 +124,7 @@ def build(name, path, args):
     if path in ('reference', 'separable'):
         # this process only: each model runs in a process of its own
         from mmdet_samdetr.models.layers import semantics_aligner
-        semantics_aligner._forced_path = path
+        semantics_aligner.sampling_path = lambda *args: path
     if name in ('DeformableDETR', 'DINO', 'Align-DETR'):
         _three_levels(cfg.model)
     torch.manual_seed(0)
@@ -271,7 +271,7 @@ def measure_all(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--size', type=int, nargs=2, default=(512, 640),
                         metavar=('H', 'W'))

@@ -67,16 +67,18 @@ def compare_paths(run, repeat, warmup=2):
     from mmdet_samdetr.models.layers import semantics_aligner
     paths = semantics_aligner.SAMPLING_PATHS
     runs = {path: [] for path in paths}
+    chosen = semantics_aligner.sampling_path
     try:
         for i in range(warmup + repeat):
             for path in paths:
-                semantics_aligner._forced_path = path
+                semantics_aligner.sampling_path = (
+                    lambda *args, path=path: path)
                 start = time.perf_counter()
                 run()
                 if i >= warmup:
                     runs[path].append(time.perf_counter() - start)
     finally:
-        semantics_aligner._forced_path = None
+        semantics_aligner.sampling_path = chosen
     return {
         path: (statistics.median(t) * 1e3,
                statistics.median(
@@ -86,7 +88,7 @@ def compare_paths(run, repeat, warmup=2):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--size', type=int, nargs=2, default=(16, 20),
                         metavar=('H', 'W'), help='memory size (stride 32)')
     parser.add_argument('--repeat', type=int, default=10)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks on a machine with a CUDA torch and no network, from the
 # repository root, with .whl/ carried over, filled on a machine with network
-# by (for a Python 3.12 image)
+# by (here for Python 3.12)
 #
 #   PYTHON_VERSION=3.12 NO_DEPS=1 tools/download_offline_wheels.sh .whl \
 #     mmengine==0.10.7 mmdet==3.3.0 pycocotools==2.0.8 terminaltables==3.1.10 \
@@ -17,7 +17,7 @@
 #   bash benchmarks/gpu_check.sh all     # the three in turn
 #
 # Each step writes its log under $OUT (or ./gpu_out). The build puts the mmcv
-# wheel in .whl/built/, which later calls on the same (warm) machine reuse.
+# wheel in .whl/built/, which later runs on the same machine reuse.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 step=${1:-all}

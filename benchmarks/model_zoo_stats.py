@@ -103,7 +103,7 @@ def metafile_configs():
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('configs', nargs='*')
     parser.add_argument('--json', help='also write the numbers here')
     parser.add_argument('--cfg-options', nargs='+', default=[],

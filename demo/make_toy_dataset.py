@@ -37,7 +37,7 @@ def make_toy_dataset(out: str, config: str = TOY_CONFIG, num_train=2000,
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='data/toy_shapes')
     parser.add_argument('--num-train', type=int, default=2000)
     parser.add_argument('--num-val', type=int, default=100)

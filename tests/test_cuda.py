@@ -133,9 +133,11 @@ def test_aligner_on_cuda_equals_cpu(cpu_path, monkeypatch):
         grads = torch.autograd.grad(loss, inputs + list(module.parameters()))
         return {k: v.cpu() for k, v in out.items()}, [g.cpu() for g in grads]
 
-    monkeypatch.setattr(semantics_aligner, '_forced_path', cpu_path)
+    chosen = semantics_aligner.sampling_path
+    monkeypatch.setattr(semantics_aligner, 'sampling_path',
+                        lambda *args: cpu_path)
     out_cpu, grads_cpu = run(aligner, 'cpu')
-    monkeypatch.setattr(semantics_aligner, '_forced_path', None)
+    monkeypatch.setattr(semantics_aligner, 'sampling_path', chosen)
     out_gpu, grads_gpu = run(copy.deepcopy(aligner).cuda(), 'cuda')
     for key in out_cpu:
         torch.testing.assert_close(out_gpu[key], out_cpu[key], rtol=0,

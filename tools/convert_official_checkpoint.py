@@ -22,7 +22,7 @@ from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='official .pth (with the key "model")')
     parser.add_argument('dst', help='output .pth for our configs')
     parser.add_argument(

@@ -1,7 +1,8 @@
 # Template: SAM-DETR++ (ResNet-50, 12 epochs) on your own COCO-format data.
 # Copy it, edit the lines marked EDIT, then train as with any mmdet config:
 #   python tools/train.py configs/custom_dataset/<your copy>.py
-# Check the annotations first with mmdet's browse_dataset.py (docs/custom_data.md).
+# Check the annotations first with mmdet's browse_dataset.py
+# (docs/custom_data.md).
 #
 # Layout expected under data_root (the paths below are relative to it):
 #   annotations/train.json, annotations/val.json   COCO json, boxes in xywh

@@ -15,10 +15,6 @@ from .roi_align import (mmcv_roi_align, roi_axis_weights, roi_point_sample,
 
 SAMPLING_PATHS = ('reference', 'separable', 'direct')
 
-# Testing and benchmarking hook: one of SAMPLING_PATHS forces that path
-# wherever it applies; None (the default) lets sampling_path choose.
-_forced_path: Optional[str] = None
-
 
 def sampling_path(memory_2d: Tensor, num_points: int, roi_size: int) -> str:
     """How the Semantics Aligner pools and samples this map.
@@ -50,8 +46,6 @@ def sampling_path(memory_2d: Tensor, num_points: int, roi_size: int) -> str:
     Returns:
         str: One of :data:`SAMPLING_PATHS`.
     """
-    if _forced_path is not None:
-        return _forced_path
     if memory_2d.device.type != 'cpu':
         return 'reference'
     channels, height, width = memory_2d.shape[-3:]
@@ -125,7 +119,8 @@ class SemanticsAligner(BaseModule):
         super().init_weights()
         nn.init.zeros_(self.point_predictor[-1].bias)
 
-    def forward(self, query: Tensor, memory_2d: Tensor, ref_boxes: Tensor,
+    def forward(self, query: Tensor, memory_2d: Tensor,
+                reference_points: Tensor,
                 valid_sizes: Tensor) -> Dict[str, Tensor]:
         """Align the queries with the memory.
 
@@ -133,8 +128,8 @@ class SemanticsAligner(BaseModule):
             query (Tensor): Queries after self-attention, (bs, nq, d).
             memory_2d (Tensor): Encoder memory of the level in use,
                 (bs, d, H, W), padded.
-            ref_boxes (Tensor): Reference boxes (cx, cy, w, h) normalized to
-                the valid (unpadded) region, (bs, nq, 4).
+            reference_points (Tensor): Reference boxes (cx, cy, w, h)
+                normalized to the valid (unpadded) region, (bs, nq, 4).
             valid_sizes (Tensor): Valid width and height of each image in
                 feature pixels, (bs, 2) as (W_valid, H_valid).
 
@@ -142,11 +137,11 @@ class SemanticsAligner(BaseModule):
             dict: ``content`` (bs, nq, M, d) gated content queries,
             ``position`` (bs, nq, M, d) gated sine embeddings of the points,
             ``points`` (bs, nq, M, 2) salient points (x, y) normalized like
-            ``ref_boxes``, and, with SMCA, ``scales`` (bs, nq, M, 2).
+            ``reference_points``, and, with SMCA, ``scales`` (bs, nq, M, 2).
         """
-        bs, num_queries, dims = query.shape
-        boxes = bbox_cxcywh_to_xyxy(ref_boxes) * valid_sizes.repeat(1, 2)[:,
-                                                                          None]
+        bs, num_queries = query.shape[:2]
+        boxes = bbox_cxcywh_to_xyxy(reference_points) * valid_sizes.repeat(
+            1, 2)[:, None]
         path = sampling_path(memory_2d, self.num_points, self.roi_size)
         if path == 'direct':
             out, sample = self._predict_and_sample_direct(memory_2d, boxes)
@@ -157,8 +152,8 @@ class SemanticsAligner(BaseModule):
         offsets = out[..., :2 * self.num_points].tanh().view(
             bs, num_queries, self.num_points, 2)
         content = sample(offsets)
-        points = ref_boxes[..., None, :2] + 0.5 * ref_boxes[..., None,
-                                                            2:] * offsets
+        points = (reference_points[..., None, :2] +
+                  0.5 * reference_points[..., None, 2:] * offsets)
         results = dict(
             content=content * self._gate(self.content_gate, query),
             position=self._position_embedding(points) *
