@@ -52,18 +52,11 @@ class TraceableMultiScaleDeformableAttention(MultiScaleDeformableAttention):
                 spatial_shapes: LevelSizes = None,
                 level_start_index: Tensor = None,
                 **kwargs) -> Tensor:
-        if isinstance(spatial_shapes, Tensor):
-            return super().forward(
-                query,
-                key=key,
-                value=value,
-                identity=identity,
-                query_pos=query_pos,
-                key_padding_mask=key_padding_mask,
-                reference_points=reference_points,
-                spatial_shapes=spatial_shapes,
-                level_start_index=level_start_index,
-                **kwargs)
+        if isinstance(spatial_shapes, Tensor):  # mmcv's forward, unchanged
+            return super().forward(query, key, value, identity, query_pos,
+                                   key_padding_mask, reference_points,
+                                   spatial_shapes, level_start_index,
+                                   **kwargs)
         if not self.batch_first or reference_points.shape[-1] != 2:
             raise NotImplementedError(
                 'integer spatial_shapes need batch_first=True and 2-d '
