@@ -60,11 +60,11 @@ def verify(model, onnx_path, inputs):
     """Largest differences per input, printed; the worst of them."""
     import onnxruntime
     from mmdet_samdetr.apis import output_differences, reference_outputs
-    session = onnxruntime.InferenceSession(
+    ort_model = onnxruntime.InferenceSession(
         onnx_path, providers=['CPUExecutionProvider'])
     worst = 0.0
     for name, image in inputs:
-        outputs = session.run(None, {'image': image[None].float().numpy()})
+        outputs = ort_model.run(None, {'image': image[None].float().numpy()})
         diff = output_differences(
             reference_outputs(model, image), outputs, image.shape[-2:])
         worst = max(worst, diff['scores'], diff['boxes'],
@@ -93,12 +93,12 @@ def time_both(model, onnx_path, image, rounds):
     from mmdet_samdetr.apis import reference_outputs
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    session = onnxruntime.InferenceSession(
+    ort_model = onnxruntime.InferenceSession(
         onnx_path, options, providers=['CPUExecutionProvider'])
     feed = {'image': image[None].float().numpy()}
     times = dict(onnxruntime=[], pytorch=[])
     for round_id in range(rounds + 1):
-        for name, run in (('onnxruntime', lambda: session.run(None, feed)),
+        for name, run in (('onnxruntime', lambda: ort_model.run(None, feed)),
                           ('pytorch',
                            lambda: reference_outputs(model, image))):
             start = time.perf_counter()

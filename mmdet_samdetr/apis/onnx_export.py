@@ -14,9 +14,10 @@ Exportable: SAM-DETR and SAM-DETR++, with or without SMCA, R50 or DC5,
 with any head (Align-DETR's losses change training only). Denoising queries
 are training-only and never part of inference. The graph is the model's
 own ``extract_feat``, ``forward_transformer`` and head
-(``predict_by_feat``); while exporting, the detector hands its encoder and
-decoder the level sizes as Python integers (``torch.export`` cannot read
-them back out of mmdet's ``spatial_shapes`` tensor), which SAM-DETR++'s
+(``predict_by_feat``); the decoder always reads the level sizes as Python
+integers, and while exporting the detector hands them to its encoder too
+(``torch.export`` cannot read them back out of mmdet's ``spatial_shapes``
+tensor), which SAM-DETR++'s
 :class:`TraceableDeformableDetrTransformerEncoder` accepts, and
 :func:`export_onnx` makes the ``torch._shape_as_tensor`` of mmdet's
 :meth:`DeformableDETR.pre_transformer` traceable while it exports.

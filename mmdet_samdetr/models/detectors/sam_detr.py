@@ -2,7 +2,6 @@
 """SAM-DETR: Accelerating DETR Convergence via Semantic-Aligned Matching."""
 from typing import Dict, Tuple
 
-import torch
 from mmdet.models.detectors import DETR, DeformableDETR
 from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
 from mmdet.registry import MODELS
@@ -46,11 +45,10 @@ class SAMDETR(SAMDETRMixin, DETR):
             self,
             img_feats: Tuple[Tensor],
             batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
-        """:meth:`DETR.pre_transformer`; the decoder also gets mmdet's
-        geometry of the one level: ``spatial_shapes`` [[H, W]],
-        ``level_start_index`` [0] and ``valid_ratios`` (bs, 1, 2)
-        (:meth:`DeformableDETR.get_valid_ratio` of the padding mask, all 1
-        without padding)."""
+        """:meth:`DETR.pre_transformer`; the decoder also gets the level's
+        size, ``spatial_shapes`` [(H, W)] as integers, and mmdet's
+        ``valid_ratios`` (bs, 1, 2) (:meth:`DeformableDETR.get_valid_ratio`
+        of the padding mask, all 1 without padding)."""
         encoder_inputs_dict, decoder_inputs_dict = super().pre_transformer(
             img_feats, batch_data_samples)
         feat = img_feats[-1]
@@ -61,11 +59,6 @@ class SAMDETR(SAMDETRMixin, DETR):
         else:
             valid_ratios = DeformableDETR.get_valid_ratio(
                 mask.view(batch_size, height, width))[:, None].to(feat.dtype)
-        spatial_shapes = torch.as_tensor([(height, width)],
-                                         dtype=torch.long,
-                                         device=feat.device)
         decoder_inputs_dict.update(
-            spatial_shapes=spatial_shapes,
-            level_start_index=spatial_shapes.new_zeros((1, )),
-            valid_ratios=valid_ratios)
+            spatial_shapes=[(height, width)], valid_ratios=valid_ratios)
         return encoder_inputs_dict, decoder_inputs_dict

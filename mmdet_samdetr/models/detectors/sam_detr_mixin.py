@@ -1,7 +1,7 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """The SAM-DETR decoder side shared by SAM-DETR and SAM-DETR++."""
 import logging
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from mmdet.models.layers import CdnQueryGenerator
@@ -22,8 +22,9 @@ class SAMDETRMixin:
 
     The parent detector keeps its ``pre_transformer`` and
     ``forward_encoder``; its ``pre_transformer`` must hand the decoder
-    mmdet's feature geometry (``spatial_shapes`` and ``valid_ratios``;
-    ``level_start_index`` may come along, the decoder does not need it)
+    ``spatial_shapes`` as (H, W) integer pairs read from the feature maps
+    (the decoder splits and reshapes the memory by them, so no sizes are
+    read back from a device tensor), mmdet's ``valid_ratios`` (bs, L, 2)
     and ``memory_pos``. This mixin gives:
 
     - the queries (:meth:`pre_decoder`): zero content queries and learnable
@@ -163,20 +164,15 @@ class SAMDETRMixin:
         queries), as in mmdet's DINO.
 
         While ``torch.export`` traces the model (ONNX export), the encoder
-        and decoder get ``spatial_shapes`` as (H, W) integer pairs read from
-        the feature maps: ``torch.export`` cannot read sizes back out of
-        the tensor.
+        gets the decoder's integer ``spatial_shapes`` too: ``torch.export``
+        cannot read sizes back out of mmdet's tensor.
         """
         encoder_inputs_dict, decoder_inputs_dict = self.pre_transformer(
             img_feats, batch_data_samples)
-        if torch.compiler.is_exporting():
-            num_levels = len(decoder_inputs_dict['spatial_shapes'])
-            spatial_shapes = [
-                tuple(feat.shape[-2:]) for feat in img_feats[-num_levels:]
-            ]
-            for inputs in encoder_inputs_dict, decoder_inputs_dict:
-                if 'spatial_shapes' in inputs:
-                    inputs['spatial_shapes'] = spatial_shapes
+        if torch.compiler.is_exporting() and \
+                'spatial_shapes' in encoder_inputs_dict:
+            encoder_inputs_dict['spatial_shapes'] = \
+                decoder_inputs_dict['spatial_shapes']
         encoder_outputs_dict = self.forward_encoder(**encoder_inputs_dict)
         decoder_inputs, head_inputs_dict = self.pre_decoder(
             **encoder_outputs_dict, batch_data_samples=batch_data_samples)
@@ -228,17 +224,16 @@ class SAMDETRMixin:
                         memory: Tensor,
                         memory_mask: Optional[Tensor],
                         memory_pos: Tensor,
-                        spatial_shapes: Tensor,
+                        spatial_shapes: List[Tuple[int, int]],
                         valid_ratios: Tensor,
                         dn_mask: Optional[Tensor] = None,
                         **kwargs) -> Dict:
         """Run the decoder.
 
         Args:
-            spatial_shapes (Tensor): (H, W) of each level, (L, 2) (the
-                decoder splits the memory into levels by these sizes; mmdet's
-                ``level_start_index`` is not needed); while exporting, a
-                list of (H, W) integer pairs.
+            spatial_shapes (list[tuple[int, int]]): (H, W) of each level
+                (the decoder splits the memory into levels by these
+                sizes).
             valid_ratios (Tensor): Unpadded fraction (w, h) of each level
                 per image, (bs, L, 2).
             dn_mask (Tensor, optional): Self-attention mask of the

@@ -88,12 +88,16 @@ class SAMDETRPlusPlus(SAMDETRMixin, DeformableDETR):
             batch_data_samples: OptSampleList = None) -> Tuple[Dict, Dict]:
         """:meth:`DeformableDETR.pre_transformer`; the decoder also gets the
         key positional encoding (sine + level embedding) of every level as
-        ``memory_pos``."""
+        ``memory_pos``, and the level sizes as integers read from the
+        feature maps (``spatial_shapes`` [(H, W), ...]; the encoder keeps
+        mmdet's tensor)."""
         if len(mlvl_feats) != self.num_feature_levels:
             raise ValueError(
                 f'the neck gives {len(mlvl_feats)} feature levels for '
                 f'num_feature_levels={self.num_feature_levels}')
         encoder_inputs_dict, decoder_inputs_dict = super().pre_transformer(
             mlvl_feats, batch_data_samples)
-        decoder_inputs_dict['memory_pos'] = encoder_inputs_dict['feat_pos']
+        decoder_inputs_dict.update(
+            memory_pos=encoder_inputs_dict['feat_pos'],
+            spatial_shapes=[tuple(feat.shape[-2:]) for feat in mlvl_feats])
         return encoder_inputs_dict, decoder_inputs_dict

@@ -1,6 +1,6 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
 """SAM-DETR decoder with per-layer reference-box refinement."""
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from mmdet.models.layers import DetrTransformerDecoder, coordinate_to_encoding
@@ -55,7 +55,7 @@ class SAMDETRTransformerDecoder(DetrTransformerDecoder):
                 memory: Tensor,
                 memory_pos: Tensor,
                 reference_points_unact: Tensor,
-                spatial_shapes: Union[Tensor, List[Tuple[int, int]]],
+                spatial_shapes: List[Tuple[int, int]],
                 valid_ratios: Tensor,
                 reg_branches: nn.ModuleList,
                 key_padding_mask: Optional[Tensor] = None,
@@ -70,10 +70,8 @@ class SAMDETRTransformerDecoder(DetrTransformerDecoder):
             memory_pos (Tensor): Key positional encoding, same shape.
             reference_points_unact (Tensor): Initial boxes (cx, cy, w, h)
                 before sigmoid, (bs, nq, 4).
-            spatial_shapes (Tensor | list[tuple[int, int]]): (H_l, W_l) of
-                each level, mmdet's (L, 2) tensor, or the same sizes as
-                integers (``torch.export`` cannot read sizes back out of a
-                tensor).
+            spatial_shapes (list[tuple[int, int]]): (H_l, W_l) of each
+                level, integers (the memory is split and reshaped by them).
             valid_ratios (Tensor): Unpadded fraction (w, h) of each level
                 per image, (bs, L, 2), as mmdet's
                 :meth:`DeformableDETR.get_valid_ratio`.
@@ -89,8 +87,6 @@ class SAMDETRTransformerDecoder(DetrTransformerDecoder):
             nq, 4); salient points of each layer (num_layers, bs, nq, M, 2),
             normalized (x, y).
         """
-        if isinstance(spatial_shapes, Tensor):
-            spatial_shapes = spatial_shapes.tolist()
         bs = query.size(0)
         sizes = [height * width for height, width in spatial_shapes]
         split = dict(memory=memory.split(sizes, 1),
