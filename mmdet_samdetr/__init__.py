@@ -7,7 +7,16 @@ registries, and the runners, hooks and train loop of
 :mod:`mmdet_samdetr.engine` in mmengine's. The configs switch those on
 (``configs/_base_/default_runtime.py``); nothing process-wide changes on
 import.
+
+It first checks the installed torch, mmcv (with its compiled ops), mmengine
+and mmdet against the supported ranges (:mod:`mmdet_samdetr.stack`) and
+raises ``ImportError`` naming the package, the version found and the range
+needed.
 """
-from . import engine, models  # noqa: F401
+from .stack import check_stack
+
+check_stack()
+
+from . import engine, models  # noqa: E402,F401
 
 __version__ = '0.1.0'
