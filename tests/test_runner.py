@@ -298,13 +298,10 @@ randomness = dict(seed=0)
 """
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU gloo path')
-@pytest.mark.parametrize('variant', ['sam-detr', 'align-sam-detr-pp-dn'])
-def test_two_processes_train_like_one_with_the_same_total_batch(
-        tmp_path, toy_data, variant):
-    """The weights after an epoch (2 SGD steps) agree within 1e-5: the
-    losses are normalized by the ground truths of the whole batch
-    (all-reduced) and DDP averages the gradients."""
+def _same_total_batch_runs(tmp_path, toy_data, variant):
+    """Train one process with batch 4 for an epoch; return the config of
+    the distributed run (batch 2 per process) and the single run's
+    checkpoint."""
     cfg_path = write_config(tmp_path, toy_data, epochs=1, variant=variant)
     with open(cfg_path, 'a') as f:
         f.write(SAME_TOTAL_BATCH)
@@ -313,23 +310,77 @@ def test_two_processes_train_like_one_with_the_same_total_batch(
     dist_cfg = tmp_path / 'dist_cfg.py'
     dist_cfg.write_text(
         open(cfg_path).read() + "train_dataloader['batch_size'] = 2\n")
+    return cfg_path, dist_cfg, tmp_path / 'single' / 'epoch_1.pth'
+
+
+def _assert_same_weights(cfg_path, single_ckpt, dist_ckpt, work):
+    """The weights of both runs agree within 1e-5 and moved from init."""
+    one = load_checkpoint(single_ckpt)['state_dict']
+    two = load_checkpoint(dist_ckpt)['state_dict']
+    assert one.keys() == two.keys()
+    moved = 0
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-5,
+                                   atol=1e-6, msg=key)
+    init = build_runner(cfg_path, work).model.state_dict()
+    for key in one:
+        moved += int(not torch.equal(one[key], init[key]))
+    assert moved > 10  # the comparison is not between untrained weights
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU gloo path')
+@pytest.mark.parametrize('variant', ['sam-detr', 'align-sam-detr-pp-dn'])
+def test_two_processes_train_like_one_with_the_same_total_batch(
+        tmp_path, toy_data, variant):
+    """The weights after an epoch (2 SGD steps) agree within 1e-5: the
+    losses are normalized by the ground truths of the whole batch
+    (all-reduced) and DDP averages the gradients."""
+    cfg_path, dist_cfg, single_ckpt = _same_total_batch_runs(
+        tmp_path, toy_data, variant)
     env = _launch_env(port=29617)
     out = subprocess.run(
         ['bash', osp.join(_mmdet_tools(), 'dist_train.sh'), str(dist_cfg),
          '2', '--work-dir', str(tmp_path / 'dist')],
         env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    one = load_checkpoint(tmp_path / 'single' / 'epoch_1.pth')['state_dict']
-    two = load_checkpoint(tmp_path / 'dist' / 'epoch_1.pth')['state_dict']
-    assert one.keys() == two.keys()
-    moved = 0
-    for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-5,
-                                   atol=1e-6, msg=key)
-    init = build_runner(cfg_path, tmp_path / 'init').model.state_dict()
-    for key in one:
-        moved += int(not torch.equal(one[key], init[key]))
-    assert moved > 10  # the comparison is not between untrained weights
+    _assert_same_weights(cfg_path, single_ckpt,
+                         tmp_path / 'dist' / 'epoch_1.pth', tmp_path / 'init')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU gloo path')
+def test_two_nodes_train_like_one_with_the_same_total_batch(
+        tmp_path, toy_data):
+    """Multi-node as on a cluster: our tools/dist_train.sh started once per
+    node (NNODES=2, NODE_RANK 0 and 1, MASTER_ADDR, PORT; one process per
+    node, gloo) ends with the weights of one process with the same total
+    batch."""
+    cfg_path, dist_cfg, single_ckpt = _same_total_batch_runs(
+        tmp_path, toy_data, 'sam-detr')
+    work = tmp_path / 'nodes'
+    nodes = []
+    for node_rank in (0, 1):
+        env = _launch_env(port=29621)
+        env.update(NNODES='2', NODE_RANK=str(node_rank),
+                   MASTER_ADDR='127.0.0.1', PYTHON=sys.executable)
+        nodes.append(subprocess.Popen(
+            ['bash', osp.join(REPO, 'tools', 'dist_train.sh'), str(dist_cfg),
+             '1', '--work-dir', str(work)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, cwd=REPO))
+    outputs = []
+    for node in nodes:
+        try:
+            outputs.append(node.communicate(timeout=300)[0])
+        finally:
+            node.kill()
+    for node, output in zip(nodes, outputs):
+        assert node.returncode == 0, output[-3000:]
+    log = open(glob.glob(str(work / '*' / '*.log'))[0]).read()
+    assert 'Distributed training: True' in log
+    assert "'world_size': 2" in log or 'world_size: 2' in log or \
+        'GPU number: 2' in log
+    _assert_same_weights(cfg_path, single_ckpt, work / 'epoch_1.pth',
+                         tmp_path / 'init')
 
 
 KILLER = '''
