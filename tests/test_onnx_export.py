@@ -13,10 +13,16 @@ import torch
 from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.registry import MODELS
 from mmengine.config import Config
+from mmengine.utils import digit_version
 
 from conftest import REPO, config_path, tiny_model_cfg, tiny_multiscale_cfg
 from mmdet_samdetr.apis import (SAMDETRForExport, export_onnx,
                                 output_differences, reference_outputs)
+from mmdet_samdetr.apis.onnx_export import ONNX_EXPORT_MIN_TORCH
+
+pytestmark = pytest.mark.skipif(
+    digit_version(torch.__version__) < digit_version(ONNX_EXPORT_MIN_TORCH),
+    reason=f'ONNX export needs torch>={ONNX_EXPORT_MIN_TORCH}')
 
 ATOL = 1e-4
 # the traced size (wider than tall), then a wider and a taller image: for

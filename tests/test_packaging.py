@@ -171,3 +171,17 @@ def test_install_into_a_compatible_environment_changes_nothing(tmp_path):
     names = [item['metadata']['name'].lower().replace('_', '-')
              for item in json.loads(report.read_text())['install']]
     assert names == ['mmdet-samdetr'], names
+
+
+def test_onnx_export_on_a_torch_without_the_exporter_says_so(monkeypatch):
+    """The oldest declared torch trains and tests; ONNX export, which needs
+    a newer torch, refuses with the version it needs (its tests skip)."""
+    import torch
+
+    from mmdet_samdetr.apis import export_onnx
+    from mmdet_samdetr.apis.onnx_export import ONNX_EXPORT_MIN_TORCH
+    monkeypatch.setattr(torch, '__version__', '2.1.2+cu121')
+    with pytest.raises(RuntimeError, match=r'needs torch>=2\.6\.0.*found '
+                       r'torch 2\.1\.2\+cu121'):
+        export_onnx(None, 'unused.onnx')
+    assert ONNX_EXPORT_MIN_TORCH == '2.6.0'

@@ -35,6 +35,9 @@ from ..models.detectors import SAMDETRMixin
 
 OUTPUT_NAMES = ('boxes', 'scores', 'labels', 'salient_points')
 
+# torch.onnx.export(dynamo=True) with torch.export.Dim.AUTO
+ONNX_EXPORT_MIN_TORCH = '2.6.0'
+
 
 class _ExportMeta:
     """The two fields of a data sample that ``pre_transformer`` reads.
@@ -149,9 +152,12 @@ def export_onnx(detector: SAMDETRMixin,
             Defaults to True.
         optimize (bool): onnxscript's graph optimization. Defaults to True.
     """
-    if digit_version(torch.__version__) < digit_version('2.6.0'):
-        raise RuntimeError('ONNX export needs torch >= 2.6 (the '
-                           f'torch.export exporter), got {torch.__version__}')
+    if digit_version(torch.__version__) < digit_version(
+            ONNX_EXPORT_MIN_TORCH):
+        raise RuntimeError(
+            f'ONNX export needs torch>={ONNX_EXPORT_MIN_TORCH} (the '
+            f'torch.export exporter, dynamic_shapes with Dim.AUTO); found '
+            f'torch {torch.__version__}')
     module = SAMDETRForExport(detector).cpu()
     example = torch.rand(1, 3, *example_shape) * 255
     dynamic_shapes = None
