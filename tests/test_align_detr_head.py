@@ -408,7 +408,8 @@ def test_align_detr_config_states_only_the_marked_differences_from_dino():
     assert _diff(ours, dino) == {
         'custom_imports.imports', 'custom_imports.allow_failed_imports',
         'custom_hooks', 'train_cfg.type',
-        'runner_type', 'model.backbone.frozen_stages', 'model.neck.bias',
+        'runner_type', 'model.type', 'model.backbone.frozen_stages',
+        'model.neck.bias',
         'model.positional_encoding.offset',
         'model.positional_encoding.temperature', 'model.bbox_head.type',
         'model.bbox_head.all_layers_num_gt_repeat',
@@ -418,6 +419,7 @@ def test_align_detr_config_states_only_the_marked_differences_from_dino():
         'train_dataloader.dataset.filter_cfg.filter_empty_gt',
         'optim_wrapper.paramwise_cfg.norm_decay_mult'
     }
+    assert ours.model.type == 'AlignDETR'  # DINO with checked labels
     assert ours.model.bbox_head.all_layers_num_gt_repeat == [2] * 5 + [1, 2]
     k4 = Config.fromfile(
         config_path('align_detr/align-detr-k4-4scale_r50_8xb2-12e_coco.py'))

@@ -11,6 +11,9 @@ _base_ = [
 train_cfg = dict(type='ResumableEpochBasedTrainLoop')
 
 model = dict(
+    # mmdet's DINO with the ground-truth labels checked before its denoising
+    # queries embed them (same modules and checkpoint keys)
+    type='AlignDETR',
     # Align-DETR: only the stem frozen (detectron2 freeze_at=1)
     backbone=dict(frozen_stages=0),
     # Align-DETR: the input projections have a bias

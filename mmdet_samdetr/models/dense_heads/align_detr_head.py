@@ -7,6 +7,7 @@ import torch
 from mmdet.models.dense_heads import DINOHead
 from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
+from mmdet.structures import SampleList
 from mmdet.structures.bbox import (bbox_cxcywh_to_xyxy, bbox_overlaps,
                                    bbox_xyxy_to_cxcywh)
 from mmdet.utils import InstanceList, OptInstanceList, reduce_mean
@@ -16,6 +17,8 @@ from torch import Tensor
 
 from ..losses import AlignLoss
 from ..task_modules import MixedHungarianAssigner
+from ..utils import check_gt_labels
+from .sam_detr_head import SAMDETRHead
 
 
 class AlignDETRMixin:
@@ -440,4 +443,22 @@ class AlignDETRHead(AlignDETRMixin, DINOHead):
 
     Names and config keys follow mmdet's ``projects/AlignDETR`` port
     (``all_layers_num_gt_repeat``, ``alpha``, ``gamma``, ``tau``).
+    Detections are :meth:`SAMDETRHead._predict_by_feat_single`'s (mmdet's,
+    with top-k capped at the candidates that exist) without salient points.
     """
+
+    _predict_by_feat_single = SAMDETRHead._predict_by_feat_single
+
+    def loss(self, hidden_states: Tensor, references: List[Tensor],
+             enc_outputs_class: Tensor, enc_outputs_coord: Tensor,
+             batch_data_samples: SampleList,
+             dn_meta: Dict[str, int]) -> dict:
+        """:meth:`DINOHead.loss` after :func:`check_gt_labels`.
+
+        Raises:
+            ValueError: A ground-truth label outside ``[0, num_classes)``,
+                before any matching.
+        """
+        check_gt_labels(batch_data_samples, self.num_classes)
+        return super().loss(hidden_states, references, enc_outputs_class,
+                            enc_outputs_coord, batch_data_samples, dn_meta)

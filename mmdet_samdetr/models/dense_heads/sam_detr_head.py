@@ -12,6 +12,8 @@ from mmengine.model import bias_init_with_prob, constant_init
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from ..utils import check_gt_labels
+
 
 @MODELS.register_module()
 class SAMDETRHead(DINOHead):
@@ -67,7 +69,12 @@ class SAMDETRHead(DINOHead):
             dict: ``loss_cls``, ``loss_bbox``, ``loss_iou`` and ``d{i}.*``
             for the earlier layers; with DN also ``dn_loss_*`` and
             ``d{i}.dn_loss_*``.
+
+        Raises:
+            ValueError: A ground-truth label outside ``[0, num_classes)``
+                (:func:`check_gt_labels`), before any matching.
         """
+        check_gt_labels(batch_data_samples, self.num_classes)
         return super().loss(hidden_states, references, None, None,
                             batch_data_samples, dn_meta)
 
@@ -144,10 +151,10 @@ class SAMDETRHead(DINOHead):
 
         Returns:
             list[InstanceData]: One per image, ``test_cfg.max_per_img``
-            detections, best first: ``bboxes`` (k, 4) xyxy pixels clipped to
-            the image, ``scores`` (k, ), ``labels`` (k, ) and, with
-            ``layer_salient_points``, ``salient_points`` (k, M, 2) (x, y) in
-            the boxes' pixel frame.
+            detections (fewer where fewer candidates exist), best first:
+            ``bboxes`` (k, 4) xyxy pixels clipped to the image, ``scores``
+            (k, ), ``labels`` (k, ) and, with ``layer_salient_points``,
+            ``salient_points`` (k, M, 2) (x, y) in the boxes' pixel frame.
         """
         cls_scores, bbox_preds = layer_cls_scores[-1], layer_bbox_preds[-1]
         salient_points = (None if layer_salient_points is None else
@@ -168,7 +175,9 @@ class SAMDETRHead(DINOHead):
                                 ) -> InstanceData:
         """:meth:`DETRHead._predict_by_feat_single` (top-k over queries x
         classes, boxes clipped to the image), also gathering the salient
-        points of the selected queries.
+        points of the selected queries. Top-k takes ``max_per_img``, or all
+        candidates where fewer exist (sigmoid: num_queries x num_classes;
+        softmax: num_queries), where mmdet's version fails.
 
         Args:
             cls_score (Tensor): (num_queries, cls_out_channels) logits.
@@ -188,12 +197,15 @@ class SAMDETRHead(DINOHead):
         """
         max_per_img = self.test_cfg.get('max_per_img', len(cls_score))
         if self.loss_cls.use_sigmoid:
-            scores, indexes = cls_score.sigmoid().view(-1).topk(max_per_img)
+            # at most the query-class pairs that exist
+            scores, indexes = cls_score.sigmoid().view(-1).topk(
+                min(max_per_img, cls_score.numel()))
             labels = indexes % self.num_classes
             query_index = indexes // self.num_classes
         else:
             scores, labels = cls_score.softmax(-1)[..., :-1].max(-1)
-            scores, query_index = scores.topk(max_per_img)
+            scores, query_index = scores.topk(
+                min(max_per_img, len(cls_score)))
             labels = labels[query_index]
         img_h, img_w = img_meta['img_shape'][:2]
         one = bbox_pred.new_ones(())

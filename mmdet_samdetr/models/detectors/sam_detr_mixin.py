@@ -13,6 +13,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from ..layers import SAMDETRTransformerDecoder
+from ..utils import check_gt_labels, image_name
 
 
 class SAMDETRMixin:
@@ -35,9 +36,9 @@ class SAMDETRMixin:
       regression branches) and :meth:`forward_decoder`;
     - :meth:`forward_transformer` passing the data samples to
       :meth:`pre_decoder` (as mmdet's DINO);
-    - :meth:`loss` after :meth:`sanitize_gt`; the salient points go to
-      the head's ``predict`` only (not to ``loss`` nor, in tensor mode,
-      ``forward``);
+    - :meth:`loss` after :func:`check_gt_labels` and :meth:`sanitize_gt`;
+      the salient points go to the head's ``predict`` only (not to
+      ``loss`` nor, in tensor mode, ``forward``);
     - the official initialization (:meth:`init_weights`).
 
     Args:
@@ -96,8 +97,16 @@ class SAMDETRMixin:
 
     def loss(self, batch_inputs: Tensor,
              batch_data_samples: SampleList) -> Dict[str, Tensor]:
-        """:meth:`DetectionTransformer.loss`, after :meth:`sanitize_gt` on
-        every sample; the salient points are for predictions only."""
+        """:meth:`DetectionTransformer.loss`, after :func:`check_gt_labels`
+        (before the denoising queries embed the labels) and
+        :meth:`sanitize_gt` on every sample; the salient points are for
+        predictions only.
+
+        Raises:
+            ValueError: A ground-truth label outside ``[0, num_classes)`` or
+                a non-finite box, naming the image.
+        """
+        check_gt_labels(batch_data_samples, self.bbox_head.num_classes)
         for sample in batch_data_samples:
             self.sanitize_gt(sample)
         head_inputs_dict = self.forward_transformer(
@@ -130,8 +139,7 @@ class SAMDETRMixin:
         boxes = get_box_tensor(gt.bboxes)
         if boxes.numel() == 0:
             return
-        name = sample.metainfo.get('img_path',
-                                   sample.metainfo.get('img_id', '?'))
+        name = image_name(sample.metainfo)
         if not torch.isfinite(boxes).all():
             bad = (~torch.isfinite(boxes)).any(1).nonzero()[:, 0].tolist()
             raise ValueError(f'image {name}: ground-truth boxes {bad} have '
