@@ -24,9 +24,27 @@ class NonFiniteCheckHook(Hook):
     (``train/grad_norm``), when gradients are clipped. mmdet's
     ``CheckInvalidLossHook`` only checks the total loss, every 50 iterations
     by default, and does not say which term failed.
+
+    With dynamic loss scaling (mmengine's ``AmpOptimWrapper``, ``--amp``) a
+    step whose float16 gradients overflow is skipped, its weights untouched,
+    and the loss scale lowered: its non-finite gradient norm is no failure
+    (the losses are still checked).
     """
 
     priority = 'ABOVE_NORMAL'
+    _scale: Optional[float] = None  # the loss scale before the iteration
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        self._scale = self._loss_scale(runner)
+
+    @staticmethod
+    def _loss_scale(runner) -> Optional[float]:
+        """The AMP loss scale, None without an enabled loss scaler."""
+        scaler = getattr(runner.optim_wrapper, 'loss_scaler', None)
+        if scaler is None or not scaler.is_enabled():
+            return None
+        return float(scaler.get_scale())
 
     def after_train_iter(self,
                          runner,
@@ -41,7 +59,10 @@ class NonFiniteCheckHook(Hook):
         grad_norm = runner.message_hub.log_scalars.get('train/grad_norm')
         if grad_norm is not None and not math.isfinite(
                 float(grad_norm.current())):
-            bad.append('grad_norm')
+            after = self._loss_scale(runner)
+            skipped = None not in (self._scale, after) and after < self._scale
+            if not skipped:
+                bad.append('grad_norm')
         if bad:
             last = runner.message_hub.get_info('last_ckpt')
             raise NonFiniteTrainingError(

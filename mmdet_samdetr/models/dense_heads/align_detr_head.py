@@ -15,7 +15,7 @@ from mmengine.logging import print_log
 from mmengine.structures import InstanceData
 from torch import Tensor
 
-from ..losses import AlignLoss
+from ..losses import AlignLoss, force_float32
 from ..task_modules import MixedHungarianAssigner
 from ..utils import check_gt_labels
 from .sam_detr_head import SAMDETRHead
@@ -140,6 +140,9 @@ class AlignDETRMixin:
             loss_cls[key] = value
         return loss_cls
 
+    # matching, targets and losses in float32 (float16 overflows the focal
+    # terms and the quality, and loses the IoU of small boxes)
+    @force_float32
     def loss_by_feat(
         self,
         all_layers_cls_scores: Tensor,
@@ -178,7 +181,8 @@ class AlignDETRMixin:
             dict[str, Tensor]: mmdet DINO's keys: ``loss_cls``,
             ``loss_bbox``, ``loss_iou`` of the last layer, ``d{i}.*`` of the
             others, ``enc_loss_*`` and, with denoising queries,
-            ``dn_loss_*`` and ``d{i}.dn_loss_*``.
+            ``dn_loss_*`` and ``d{i}.dn_loss_*``; float32 also under
+            mixed precision (:func:`force_float32`).
         """
         assert batch_gt_instances_ignore is None, \
             f'{type(self).__name__} does not support ignored ground truths'
@@ -323,7 +327,9 @@ class AlignDETRMixin:
             normalized (cx, cy, w, h) (0 for background).
         """
         img_h, img_w = img_meta['img_shape'][:2]
-        factor = bbox_pred.new_tensor([img_w, img_h, img_w, img_h])[None]
+        gt_bboxes = gt_instances.bboxes
+        # targets in the ground truth's dtype, whatever the predictions'
+        factor = gt_bboxes.new_tensor([img_w, img_h, img_w, img_h])[None]
         pred_instances = InstanceData(
             scores=cls_score, bboxes=bbox_cxcywh_to_xyxy(bbox_pred) * factor)
         # the Hungarian assignment runs on the CPU, as in mmdet's DETRs
@@ -336,13 +342,12 @@ class AlignDETRMixin:
         labels = torch.full(cls_score.shape[:1], self.num_classes,
                             dtype=torch.long, device=cls_score.device)
         labels[pos_inds] = assign_result.labels[pos_inds]
-        ious = bbox_pred.new_zeros(labels.shape)
-        ious[pos_inds] = assign_result.max_overlaps[pos_inds]
+        ious = gt_bboxes.new_zeros(labels.shape)
+        ious[pos_inds] = assign_result.max_overlaps[pos_inds].to(ious.dtype)
         ranks = torch.zeros_like(labels)
         ranks[pos_inds] = assign_result.get_extra_property('ranks')[pos_inds]
-        bbox_targets = torch.zeros_like(bbox_pred)
-        pos_gt_bboxes = gt_instances.bboxes[assign_result.gt_inds[pos_inds] -
-                                            1]
+        bbox_targets = torch.zeros_like(bbox_pred, dtype=gt_bboxes.dtype)
+        pos_gt_bboxes = gt_bboxes[assign_result.gt_inds[pos_inds] - 1]
         bbox_targets[pos_inds] = bbox_xyxy_to_cxcywh(pos_gt_bboxes / factor)
         return labels, ious, ranks, bbox_targets
 
@@ -369,9 +374,9 @@ class AlignDETRMixin:
             self.get_dn_targets(batch_gt_instances, batch_img_metas, dn_meta)
         labels = torch.stack(labels_list)
         bbox_targets = torch.stack(bbox_targets_list)
-        factors = self._image_factors(batch_img_metas, dn_bbox_preds)
+        factors = self._image_factors(batch_img_metas, bbox_targets)
         pos = labels < self.num_classes
-        ious = dn_bbox_preds.new_zeros(labels.shape)
+        ious = bbox_targets.new_zeros(labels.shape)
         ious[pos] = bbox_overlaps(
             (bbox_cxcywh_to_xyxy(dn_bbox_preds.detach()) * factors)[pos],
             (bbox_cxcywh_to_xyxy(bbox_targets) * factors)[pos],

@@ -12,6 +12,7 @@ from mmengine.model import bias_init_with_prob, constant_init
 from mmengine.structures import InstanceData
 from torch import Tensor, nn
 
+from ..losses import force_float32
 from ..utils import check_gt_labels
 
 
@@ -77,6 +78,13 @@ class SAMDETRHead(DINOHead):
         check_gt_labels(batch_data_samples, self.num_classes)
         return super().loss(hidden_states, references, None, None,
                             batch_data_samples, dn_meta)
+
+    # matching and losses in float32: mmdet's focal loss overflows in float16
+    @force_float32
+    def loss_by_feat(self, *args, **kwargs) -> Dict[str, Tensor]:
+        """:meth:`DINOHead.loss_by_feat` (same arguments and losses), in
+        float32 also under mixed precision (:func:`force_float32`)."""
+        return super().loss_by_feat(*args, **kwargs)
 
     @staticmethod
     def split_outputs(all_layers_cls_scores: Tensor,

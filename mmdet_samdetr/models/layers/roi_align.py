@@ -31,6 +31,13 @@ import torch
 from torch import Tensor
 
 
+def coordinate_dtype(feat: Tensor) -> torch.dtype:
+    """dtype of box coordinates and interpolation weights for ``feat``:
+    its own, at least float32. float16 / bfloat16 corners in map pixels are
+    off by up to 1/64 / 1/8 pixel on a 64-pixel-wide map."""
+    return torch.promote_types(feat.dtype, torch.float32)
+
+
 def mmcv_roi_align(feat: Tensor,
                    boxes: Tensor,
                    output_size: Tuple[int, int] = (7, 7),
@@ -57,11 +64,13 @@ def mmcv_roi_align(feat: Tensor,
         bs, device=boxes.device,
         dtype=boxes.dtype).repeat_interleave(num_boxes)[:, None]
     rois = torch.cat([batch_idx, boxes.detach().reshape(-1, 4)], dim=1)
+    # mmcv's kernels have no bfloat16: such maps are pooled in float32
+    dtype = torch.float32 if feat.dtype == torch.bfloat16 else feat.dtype
     # mmcv's CPU kernel reads the map as if it were contiguous: a strided
     # view (e.g. a transposed memory) gives wrong numbers without an error
-    return roi_align(feat.contiguous(), rois.to(feat.dtype),
+    return roi_align(feat.contiguous().to(dtype), rois.to(dtype),
                      tuple(output_size), spatial_scale, sampling_ratio, 'avg',
-                     aligned)
+                     aligned).to(feat.dtype)
 
 
 def _axis_weights(start: Tensor, end: Tensor, size: int, out_size: int,
@@ -203,8 +212,9 @@ def _separable_roi_align(feat: Tensor, boxes: Tensor,
     num_boxes = boxes.size(1)
     out_h, out_w = output_size
     weight_y, weight_x = weights or roi_axis_weights(
-        boxes.to(feat.dtype), height, width, output_size, spatial_scale,
-        sampling_ratio, aligned)
+        boxes.to(coordinate_dtype(feat)), height, width, output_size,
+        spatial_scale, sampling_ratio, aligned)
+    weight_y, weight_x = weight_y.to(feat.dtype), weight_x.to(feat.dtype)
     # contract rows: (B, N*out_h, H) @ (B, H, C*W) -> (B, N*out_h, C*W)
     rows = torch.bmm(
         weight_y.view(bs, num_boxes * out_h, height),
@@ -274,15 +284,17 @@ def roi_point_sample(feat: Tensor,
     """
     bs, channels, height, width = feat.shape
     num_boxes, num_points = points.shape[1:3]
+    # positions (boxes, points, taps) at least in float32
+    dtype = coordinate_dtype(feat)
     weight_y, weight_x = weights or roi_axis_weights(
-        boxes.to(feat.dtype), height, width, output_size, spatial_scale,
+        boxes.to(dtype), height, width, output_size, spatial_scale,
         sampling_ratio, aligned)
-    points = points.reshape(bs * num_boxes, num_points, 2).to(feat.dtype)
+    points = points.reshape(bs * num_boxes, num_points, 2).to(dtype)
     rows = torch.bmm(_bilinear_taps(points[..., 1], output_size[0]),
-                     weight_y)  # (B*N, M, H)
+                     weight_y.to(dtype))  # (B*N, M, H)
     cols = torch.bmm(_bilinear_taps(points[..., 0], output_size[1]),
-                     weight_x)  # (B*N, M, W)
+                     weight_x.to(dtype))  # (B*N, M, W)
     point_maps = (rows[..., :, None] * cols[..., None, :]).view(
-        bs, num_boxes * num_points, height * width)
+        bs, num_boxes * num_points, height * width).to(feat.dtype)
     out = torch.bmm(point_maps, feat.flatten(2).transpose(1, 2))
     return out.view(bs, num_boxes, num_points, channels)

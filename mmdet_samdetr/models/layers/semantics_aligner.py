@@ -10,8 +10,8 @@ from mmdet.structures.bbox import bbox_cxcywh_to_xyxy
 from mmengine.model import BaseModule
 from torch import Tensor, nn
 
-from .roi_align import (mmcv_roi_align, roi_axis_weights, roi_point_sample,
-                        separable_roi_align)
+from .roi_align import (coordinate_dtype, mmcv_roi_align, roi_axis_weights,
+                        roi_point_sample, separable_roi_align)
 
 SAMPLING_PATHS = ('reference', 'separable', 'direct')
 
@@ -221,8 +221,8 @@ class SemanticsAligner(BaseModule):
         # shared by the RoIAlign of the reduced channels and the point
         # sampling, both over these boxes and this map
         weights = roi_axis_weights(
-            boxes.to(memory_2d.dtype), *memory_2d.shape[-2:], roi_size, 1.0,
-            0, True)
+            boxes.to(coordinate_dtype(memory_2d)), *memory_2d.shape[-2:],
+            roi_size, 1.0, 0, True)
         reduced_roi = separable_roi_align(
             self._reduced_map(memory_2d), boxes, roi_size, weights=weights)
 

@@ -8,6 +8,8 @@ from mmdet.models.losses.utils import weight_reduce_loss
 from mmdet.registry import MODELS
 from torch import Tensor, nn
 
+from .float32 import force_float32
+
 
 def align_quality(scores: Tensor,
                   ious: Tensor,
@@ -114,6 +116,8 @@ class AlignLoss(nn.Module):
         return (targets * (1 - p).pow(self.gamma) * -F.logsigmoid(logits) +
                 (1 - targets) * p.pow(self.gamma) * -F.logsigmoid(-logits))
 
+    # focal terms, quality and targets in float32 (float16 overflows them)
+    @force_float32
     def forward(self,
                 pred: Tensor,
                 target: Tuple[Tensor, Tensor, Tensor],
@@ -134,7 +138,8 @@ class AlignLoss(nn.Module):
             reduction_override (str, optional): Overrides ``reduction``.
 
         Returns:
-            Tensor: The loss, a scalar unless the reduction is 'none'
+            Tensor: The loss, float32 (also under mixed precision,
+            :func:`force_float32`), a scalar unless the reduction is 'none'
             ((N, C) then).
         """
         assert reduction_override in (None, 'none', 'mean', 'sum')

@@ -12,7 +12,7 @@ from mmengine.structures import InstanceData
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from ...losses.align_loss import align_quality
+from ...losses import align_quality, force_float32
 
 
 @TASK_UTILS.register_module()
@@ -59,6 +59,8 @@ class MixedHungarianAssigner(HungarianAssigner):
             return 0
         return max(1, min(k, num_preds // num_gts))
 
+    # costs, IoUs and qualities in float32: float16 ties or overflows them
+    @force_float32
     def assign(self,
                pred_instances: InstanceData,
                gt_instances: InstanceData,
@@ -79,7 +81,8 @@ class MixedHungarianAssigner(HungarianAssigner):
         Returns:
             AssignResult: ``gt_inds`` (N,) 0 = background, i + 1 = ground
             truth i; ``labels`` (N,) (-1 for background); ``max_overlaps``
-            (N,) IoU with the assigned ground truth (0 for background); and
+            (N,) IoU with the assigned ground truth (0 for background;
+            float32 also under mixed precision, :func:`force_float32`); and
             the extra property ``ranks`` (N,) (-1 for background).
         """
         if k < 1:
