@@ -16,6 +16,11 @@ from ..layers import SAMDETRTransformerDecoder
 from ..utils import check_gt_labels, image_name
 
 
+# torch.compiler.is_exporting is missing before torch 2.5; such a torch
+# cannot run the ONNX export (torch >= 2.6), so nothing is being exported
+_is_exporting = getattr(torch.compiler, 'is_exporting', lambda: False)
+
+
 class SAMDETRMixin:
     """SAM-DETR's queries, decoder and training rules, for a detector of
     mmdet's DETR family (``SAMDETR(SAMDETRMixin, DETR)``,
@@ -177,7 +182,7 @@ class SAMDETRMixin:
         """
         encoder_inputs_dict, decoder_inputs_dict = self.pre_transformer(
             img_feats, batch_data_samples)
-        if torch.compiler.is_exporting() and \
+        if _is_exporting() and \
                 'spatial_shapes' in encoder_inputs_dict:
             encoder_inputs_dict['spatial_shapes'] = \
                 decoder_inputs_dict['spatial_shapes']
