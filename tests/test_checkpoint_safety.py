@@ -18,7 +18,14 @@ from mmengine.runner.checkpoint import load_from_local
 from mmdet_samdetr.engine import (SafeLoadingRunner, UntrustedCheckpointError,
                                   load_from_local_safely,
                                   safe_checkpoint_loading)
-from mmdet_samdetr.engine.checkpoint import TRUSTED_ENV
+from mmdet_samdetr.engine import checkpoint
+from mmdet_samdetr.engine.checkpoint import HAS_SAFE_GLOBALS, TRUSTED_ENV
+
+# torch < 2.5 cannot allow extra globals in a weights_only load; there
+# Runner checkpoints load as full pickles (test_torch_without_safe_globals_)
+needs_safe_globals = pytest.mark.skipif(
+    not HAS_SAFE_GLOBALS,
+    reason='torch < 2.5 has no torch.serialization.safe_globals')
 
 
 def load_safely(path):
@@ -48,13 +55,9 @@ def runner_like_checkpoint(path):
         path)
 
 
-def test_runner_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
-    path = tmp_path / 'epoch_1.pth'
-    runner_like_checkpoint(path)
-    with pytest.raises(pickle.UnpicklingError):  # torch's default refuses
-        torch.load(path, weights_only=True)
-    with pytest.raises(pickle.UnpicklingError):  # so does mmengine's loader
-        CheckpointLoader.load_checkpoint(str(path))
+def spy_weights_only(monkeypatch):
+    """The ``weights_only`` argument of every ``torch.load`` call, in a list
+    that fills as they happen."""
     seen = []
     real_load = torch.load
 
@@ -63,6 +66,18 @@ def test_runner_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(torch, 'load', spy)
+    return seen
+
+
+@needs_safe_globals
+def test_runner_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
+    path = tmp_path / 'epoch_1.pth'
+    runner_like_checkpoint(path)
+    with pytest.raises(pickle.UnpicklingError):  # torch's default refuses
+        torch.load(path, weights_only=True)
+    with pytest.raises(pickle.UnpicklingError):  # so does mmengine's loader
+        CheckpointLoader.load_checkpoint(str(path))
+    seen = spy_weights_only(monkeypatch)
     ckpt = load_safely(path)
     assert seen == [True]
     buffer = ckpt['message_hub']['log_scalars']['train/loss']
@@ -93,6 +108,7 @@ class _AsksForMore:
         return getattr, (HistoryBuffer, '__subclasses__')
 
 
+@needs_safe_globals
 @pytest.mark.parametrize('payload', ['system', 'getattr'])
 def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, payload):
     marker = tmp_path / 'ran'
@@ -115,6 +131,7 @@ class _Custom:
         self.value = value
 
 
+@needs_safe_globals
 def test_full_pickle_only_with_an_explicit_opt_in_for_that_file(
         tmp_path, monkeypatch):
     path = tmp_path / 'custom.pth'
@@ -129,6 +146,7 @@ def test_full_pickle_only_with_an_explicit_opt_in_for_that_file(
         load_safely(other)
 
 
+@needs_safe_globals
 @pytest.mark.parametrize('payload', ['system', 'getattr'])
 def test_runner_refuses_a_crafted_pickle_and_runs_nothing(tmp_path, payload):
     """``load_from`` / ``--resume`` / ``tools/test.py`` go through
@@ -152,6 +170,31 @@ def test_runner_refuses_a_crafted_pickle_and_runs_nothing(tmp_path, payload):
     runner.load_checkpoint(str(good))
     assert torch.equal(runner.model.weight,
                        load_safely(good)['state_dict']['weight'])
+
+
+def test_torch_without_safe_globals_loads_runner_checkpoints_fully(
+        tmp_path, monkeypatch):
+    """On torch < 2.5 (simulated), plain weights still load with
+    weights_only=True; a Runner checkpoint loads as a full pickle, as that
+    torch and mmengine load it, with a warning naming the file."""
+    monkeypatch.setattr(checkpoint, 'HAS_SAFE_GLOBALS', False)
+    seen = spy_weights_only(monkeypatch)
+    weights = tmp_path / 'weights.pth'
+    torch.save(dict(state_dict=dict(w=torch.ones(2))), weights)
+    assert load_safely(weights)['state_dict']['w'].sum() == 2
+    assert seen == [True]
+    logged = []
+    monkeypatch.setattr(checkpoint, 'print_log',
+                        lambda msg, **kwargs: logged.append(msg))
+    runner = tmp_path / 'epoch_1.pth'
+    runner_like_checkpoint(runner)
+    seen.clear()
+    ckpt = load_safely(runner)
+    assert seen == [True, False]
+    assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'],
+                      HistoryBuffer)
+    assert len(logged) == 1
+    assert str(runner) in logged[0] and 'torch >= 2.5' in logged[0]
 
 
 def test_safe_loading_restores_the_previous_loader(tmp_path):
@@ -204,7 +247,8 @@ def state():
         threads=torch.get_num_threads(),
         interop_threads=torch.get_num_interop_threads(),
         safe_globals=sorted(map(str,
-                                torch.serialization.get_safe_globals())),
+                                getattr(torch.serialization,
+                                        'get_safe_globals', list)())),
         deterministic=torch.are_deterministic_algorithms_enabled(),
         grad=torch.is_grad_enabled(),
         anomaly=torch.is_anomaly_enabled(),

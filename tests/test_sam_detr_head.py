@@ -4,8 +4,10 @@ their salient points, for plain, tensor and symbolic (traced) image sizes."""
 import pytest
 import torch
 from mmdet.registry import MODELS
+from mmengine.utils import digit_version
 
 from conftest import det_sample
+from mmdet_samdetr.apis.onnx_export import ONNX_EXPORT_MIN_TORCH
 
 NUM_LAYERS, BS, NQ, M = 2, 2, 10, 8
 SIZES = [(96, 112), (64, 80)]
@@ -76,6 +78,9 @@ def test_predict_calls_predict_by_feat(head):
             assert torch.equal(res[key], exp[key]), key
 
 
+@pytest.mark.skipif(
+    digit_version(torch.__version__) < digit_version(ONNX_EXPORT_MIN_TORCH),
+    reason=f'torch.export.Dim.AUTO needs torch>={ONNX_EXPORT_MIN_TORCH}')
 def test_sizes_may_be_tensors_or_symbolic(head):
     """The exporter passes the traced image size: 0-d tensors, or symbolic
     sizes under torch.export, give the numbers of Python ints and stay

@@ -16,7 +16,7 @@ import sys
 
 import torch
 
-from mmdet_samdetr.engine import (UntrustedCheckpointError,
+from mmdet_samdetr.engine import (UntrustedCheckpointError, allowed_globals,
                                   load_from_local_safely)
 from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint
 
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     if not osp.isfile(args.src):
         parser.error(f'{args.src} does not exist')
     # the official checkpoints also pickle the training arguments
-    with torch.serialization.safe_globals([argparse.Namespace]):
+    with allowed_globals([argparse.Namespace]):
         try:
             checkpoint = load_from_local_safely(args.src, map_location='cpu')
         except UntrustedCheckpointError as e:

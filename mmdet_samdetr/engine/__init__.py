@@ -2,7 +2,8 @@
 """Runners, hooks and a train loop for mmengine, switched on by the configs
 (``configs/_base_/default_runtime.py``), and safe checkpoint loading."""
 from .checkpoint import (RUNNER_CHECKPOINT_GLOBALS, UntrustedCheckpointError,
-                         load_from_local_safely, safe_checkpoint_loading)
+                         allowed_globals, load_from_local_safely,
+                         safe_checkpoint_loading)
 from .hooks import NonFiniteCheckHook, NonFiniteTrainingError, RNGStateHook
 from .loops import ResumableEpochBasedTrainLoop
 from .runner import CPUDDPRunner, SafeLoadingRunner
@@ -11,5 +12,5 @@ __all__ = [
     'CPUDDPRunner', 'SafeLoadingRunner', 'NonFiniteCheckHook',
     'NonFiniteTrainingError', 'RNGStateHook', 'ResumableEpochBasedTrainLoop',
     'RUNNER_CHECKPOINT_GLOBALS', 'UntrustedCheckpointError',
-    'load_from_local_safely', 'safe_checkpoint_loading'
+    'allowed_globals', 'load_from_local_safely', 'safe_checkpoint_loading'
 ]

@@ -21,6 +21,13 @@ loader back afterwards. :class:`~mmdet_samdetr.engine.SafeLoadingRunner`
 checkpoints (``tools/infer.py``, ``tools/export_onnx.py``,
 ``tools/visualize_salient_points.py``) load inside it.
 
+torch < 2.5 cannot allow extra globals in a ``weights_only`` load
+(``torch.serialization.safe_globals`` is missing): there, a file that does
+not load with ``weights_only=True`` (a Runner checkpoint) loads as that
+torch and mmengine load it by default, as a full pickle, with a warning
+naming the file; plain weight files still load with ``weights_only=True``.
+Use torch >= 2.5 to have files that ask for more refused.
+
 A checkpoint that needs more (a full pickle) loads only if you opt in for
 that file, by listing its path in the environment variable
 ``MMDET_SAMDETR_TRUSTED_CHECKPOINTS`` (paths separated by ``os.pathsep``).
@@ -28,12 +35,15 @@ A full pickle can run any code when it is loaded: opt in only for files you
 trust.
 """
 import contextlib
+import logging
 import os
 import os.path as osp
 import pickle
+from typing import Iterable
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
@@ -85,6 +95,19 @@ class UntrustedCheckpointError(pickle.UnpicklingError):
     """A checkpoint asks for objects outside the allow-list."""
 
 
+# torch >= 2.5: extra globals allowed in weights_only loads inside a block
+HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'safe_globals')
+
+
+def allowed_globals(extra: Iterable):
+    """Context manager: ``extra`` globals allowed in ``weights_only`` loads
+    inside the block (``torch.serialization.safe_globals``); on torch < 2.5,
+    which cannot allow any, it allows nothing."""
+    if HAS_SAFE_GLOBALS:
+        return torch.serialization.safe_globals(list(extra))
+    return contextlib.nullcontext()
+
+
 def _trusted(filename: str) -> bool:
     listed = os.environ.get(TRUSTED_ENV, '')
     real = osp.realpath(filename)
@@ -124,18 +147,27 @@ def load_from_local_safely(filename: str, map_location=None):
     if _trusted(filename):
         return torch.load(
             filename, map_location=map_location, weights_only=False)
-    with torch.serialization.safe_globals(RUNNER_CHECKPOINT_GLOBALS):
+    with allowed_globals(RUNNER_CHECKPOINT_GLOBALS):
         try:
             return torch.load(
                 filename, map_location=map_location, weights_only=True)
         except pickle.UnpicklingError as err:
             reason = _unpickler_reason(err)
-            raise UntrustedCheckpointError(
-                f'refused to load {filename}: it asks for objects that a '
-                f'model checkpoint does not contain ({reason}). Loading it '
-                'fully could run arbitrary code; if you trust this file, '
-                f'list it in the environment variable {TRUSTED_ENV}.'
-            ) from None
+    if not HAS_SAFE_GLOBALS:
+        print_log(
+            f'{filename} does not load with weights_only=True on torch '
+            f'{torch.__version__}, which cannot allow the globals of a '
+            f'Runner checkpoint ({reason}); loading it as a full pickle, as '
+            'this torch and mmengine do by default. With torch >= 2.5 a '
+            'file that asks for more than a Runner checkpoint is refused.',
+            logger='current', level=logging.WARNING)
+        return torch.load(
+            filename, map_location=map_location, weights_only=False)
+    raise UntrustedCheckpointError(
+        f'refused to load {filename}: it asks for objects that a model '
+        f'checkpoint does not contain ({reason}). Loading it fully could '
+        'run arbitrary code; if you trust this file, list it in the '
+        f'environment variable {TRUSTED_ENV}.')
 
 
 @contextlib.contextmanager
