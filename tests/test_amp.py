@@ -24,15 +24,17 @@ LABELS = [0, 1]
 # bfloat16 keeps 8 significant bits: each rounding is off by up to
 # 2^-9 = 0.2%, and the roundings of ~20 layers (backbone, encoder, decoder)
 # add up; on the families below the losses differ from float32 by 0.14%
-# (median), 0.3% (90th percentile). RTOL = 5% leaves headroom, while a
-# dropped or doubled term (100%) or a wrong normalizer (x2 with these two
-# ground truths) exceeds it by far; that the losses are computed in float32
-# is asserted directly (their dtype), since bfloat16 arithmetic would stay
-# within 5%. ATOL: Align-DETR's class losses on DINO are small (~0.1: prior
-# 0.01, soft targets ~ the quality), and a candidate whose quality rank
-# flips between the precisions (near-tied qualities) moves such a loss by
-# ~0.01 (5% of DINO's first decoder layer's here).
-RTOL, ATOL = 5e-2, 2e-2
+# (median), 0.3% (90th percentile) with torch 2.13. A loss moves more where
+# the Hungarian matching flips between near-tied candidates: with torch
+# 2.1, DC5-DN's last-layer IoU loss matches like its first layer in
+# bfloat16 and moves by 9%. RTOL = 20% admits that, while a dropped or
+# doubled term (100%) or a wrong normalizer (x2 with these two ground
+# truths) exceeds it by far; that the losses are computed in float32 is
+# asserted directly (their dtype), since bfloat16 arithmetic would stay
+# within any such bound. ATOL: Align-DETR's class losses on DINO are small
+# (~0.1: prior 0.01, soft targets ~ the quality), and a candidate whose
+# quality rank flips between the precisions moves such a loss by ~0.01.
+RTOL, ATOL = 0.2, 2e-2
 
 
 def sam_detr_dc5_dn():
