@@ -14,6 +14,7 @@ from mmengine.logging import MessageHub
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import load_from_local
+from mmengine.utils import digit_version
 
 from mmdet_samdetr.engine import (SafeLoadingRunner, UntrustedCheckpointError,
                                   load_from_local_safely,
@@ -21,11 +22,18 @@ from mmdet_samdetr.engine import (SafeLoadingRunner, UntrustedCheckpointError,
 from mmdet_samdetr.engine import checkpoint
 from mmdet_samdetr.engine.checkpoint import HAS_SAFE_GLOBALS, TRUSTED_ENV
 
-# torch < 2.5 cannot allow extra globals in a weights_only load; there
-# Runner checkpoints load as full pickles (test_torch_without_safe_globals_)
-needs_safe_globals = pytest.mark.skipif(
-    not HAS_SAFE_GLOBALS,
-    reason='torch < 2.5 has no torch.serialization.safe_globals')
+
+
+@pytest.fixture(params=['safe_globals', 'restricted_unpickler'])
+def loading(request, monkeypatch):
+    """Each test runs with both mechanisms: torch's weights_only load with
+    ``safe_globals`` (torch >= 2.5), and the restricted unpickler of older
+    torch (here forced on any torch)."""
+    if request.param == 'safe_globals' and not HAS_SAFE_GLOBALS:
+        pytest.skip('torch < 2.5 has no torch.serialization.safe_globals')
+    if request.param == 'restricted_unpickler':
+        monkeypatch.setattr(checkpoint, 'HAS_SAFE_GLOBALS', False)
+    return request.param
 
 
 def load_safely(path):
@@ -69,17 +77,20 @@ def spy_weights_only(monkeypatch):
     return seen
 
 
-@needs_safe_globals
-def test_runner_checkpoint_loads_with_weights_only(tmp_path, monkeypatch):
+def test_runner_checkpoint_loads_with_weights_only(tmp_path, monkeypatch,
+                                                   loading):
     path = tmp_path / 'epoch_1.pth'
     runner_like_checkpoint(path)
     with pytest.raises(pickle.UnpicklingError):  # torch's default refuses
         torch.load(path, weights_only=True)
-    with pytest.raises(pickle.UnpicklingError):  # so does mmengine's loader
-        CheckpointLoader.load_checkpoint(str(path))
+    if digit_version(torch.__version__) >= digit_version('2.6.0'):
+        # so does mmengine's loader, where weights_only is torch's default
+        with pytest.raises(pickle.UnpicklingError):
+            CheckpointLoader.load_checkpoint(str(path))
     seen = spy_weights_only(monkeypatch)
     ckpt = load_safely(path)
-    assert seen == [True]
+    # the restricted unpickler is torch's full loader with its find_class
+    assert seen == [loading == 'safe_globals']
     buffer = ckpt['message_hub']['log_scalars']['train/loss']
     assert isinstance(buffer, HistoryBuffer)
     assert buffer.mean() == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
@@ -108,9 +119,9 @@ class _AsksForMore:
         return getattr, (HistoryBuffer, '__subclasses__')
 
 
-@needs_safe_globals
 @pytest.mark.parametrize('payload', ['system', 'getattr'])
-def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, payload):
+def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, payload,
+                                                    loading):
     marker = tmp_path / 'ran'
     path = tmp_path / 'evil.pth'
     evil = _RunsCode(marker) if payload == 'system' else _AsksForMore()
@@ -131,9 +142,8 @@ class _Custom:
         self.value = value
 
 
-@needs_safe_globals
 def test_full_pickle_only_with_an_explicit_opt_in_for_that_file(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, loading):
     path = tmp_path / 'custom.pth'
     torch.save(dict(meta=dict(extra=_Custom(3))), path)
     other = tmp_path / 'other.pth'
@@ -146,9 +156,9 @@ def test_full_pickle_only_with_an_explicit_opt_in_for_that_file(
         load_safely(other)
 
 
-@needs_safe_globals
 @pytest.mark.parametrize('payload', ['system', 'getattr'])
-def test_runner_refuses_a_crafted_pickle_and_runs_nothing(tmp_path, payload):
+def test_runner_refuses_a_crafted_pickle_and_runs_nothing(
+        tmp_path, payload, loading):
     """``load_from`` / ``--resume`` / ``tools/test.py`` go through
     ``Runner.load_checkpoint``: the configs' runner loads safely there."""
     marker = tmp_path / 'ran'
@@ -170,31 +180,6 @@ def test_runner_refuses_a_crafted_pickle_and_runs_nothing(tmp_path, payload):
     runner.load_checkpoint(str(good))
     assert torch.equal(runner.model.weight,
                        load_safely(good)['state_dict']['weight'])
-
-
-def test_torch_without_safe_globals_loads_runner_checkpoints_fully(
-        tmp_path, monkeypatch):
-    """On torch < 2.5 (simulated), plain weights still load with
-    weights_only=True; a Runner checkpoint loads as a full pickle, as that
-    torch and mmengine load it, with a warning naming the file."""
-    monkeypatch.setattr(checkpoint, 'HAS_SAFE_GLOBALS', False)
-    seen = spy_weights_only(monkeypatch)
-    weights = tmp_path / 'weights.pth'
-    torch.save(dict(state_dict=dict(w=torch.ones(2))), weights)
-    assert load_safely(weights)['state_dict']['w'].sum() == 2
-    assert seen == [True]
-    logged = []
-    monkeypatch.setattr(checkpoint, 'print_log',
-                        lambda msg, **kwargs: logged.append(msg))
-    runner = tmp_path / 'epoch_1.pth'
-    runner_like_checkpoint(runner)
-    seen.clear()
-    ckpt = load_safely(runner)
-    assert seen == [True, False]
-    assert isinstance(ckpt['message_hub']['log_scalars']['train/loss'],
-                      HistoryBuffer)
-    assert len(logged) == 1
-    assert str(runner) in logged[0] and 'torch >= 2.5' in logged[0]
 
 
 def test_safe_loading_restores_the_previous_loader(tmp_path):
@@ -277,3 +262,21 @@ def test_importing_the_package_changes_nothing_process_wide():
     assert out.returncode == 0, out.stderr[-3000:]
     changed = out.stdout.strip().splitlines()[-1]
     assert changed == '{}', changed
+
+
+def test_allowed_globals_allows_exactly_those_inside_the_block(tmp_path,
+                                                              loading):
+    """What the converter of official checkpoints needs (their training
+    arguments, an ``argparse.Namespace``), allowed for one block only."""
+    import argparse
+
+    from mmdet_samdetr.engine import allowed_globals
+    path = tmp_path / 'official.pth'
+    torch.save(dict(model=dict(w=torch.ones(1)),
+                    args=argparse.Namespace(lr=1e-4)), path)
+    with pytest.raises(UntrustedCheckpointError, match='Namespace'):
+        load_from_local_safely(str(path))
+    with allowed_globals([argparse.Namespace]):
+        assert load_from_local_safely(str(path))['args'].lr == 1e-4
+    with pytest.raises(UntrustedCheckpointError, match='Namespace'):
+        load_from_local_safely(str(path))

@@ -22,11 +22,12 @@ checkpoints (``tools/infer.py``, ``tools/export_onnx.py``,
 ``tools/visualize_salient_points.py``) load inside it.
 
 torch < 2.5 cannot allow extra globals in a ``weights_only`` load
-(``torch.serialization.safe_globals`` is missing): there, a file that does
-not load with ``weights_only=True`` (a Runner checkpoint) loads as that
-torch and mmengine load it by default, as a full pickle, with a warning
-naming the file; plain weight files still load with ``weights_only=True``.
-Use torch >= 2.5 to have files that ask for more refused.
+(``torch.serialization.safe_globals`` is missing). There the file is read
+by a restricted unpickler instead (Python's restricted-``find_class``
+recipe, given to ``torch.load`` as its ``pickle_module``), which finds
+exactly torch's own weights-only globals and
+:data:`RUNNER_CHECKPOINT_GLOBALS` and refuses anything else in the same
+way.
 
 A checkpoint that needs more (a full pickle) loads only if you opt in for
 that file, by listing its path in the environment variable
@@ -34,16 +35,17 @@ that file, by listing its path in the environment variable
 A full pickle can run any code when it is loaded: opt in only for files you
 trust.
 """
+import _compat_pickle
+import codecs
 import contextlib
-import logging
 import os
 import os.path as osp
 import pickle
-from typing import Iterable
+import types
+from typing import Dict, Iterable
 
 import numpy as np
 import torch
-from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
@@ -99,13 +101,27 @@ class UntrustedCheckpointError(pickle.UnpicklingError):
 HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'safe_globals')
 
 
+# what allowed_globals allows on torch < 2.5 (read by the restricted
+# unpickler)
+_EXTRA_GLOBALS: list = []
+
+
+@contextlib.contextmanager
 def allowed_globals(extra: Iterable):
-    """Context manager: ``extra`` globals allowed in ``weights_only`` loads
-    inside the block (``torch.serialization.safe_globals``); on torch < 2.5,
-    which cannot allow any, it allows nothing."""
+    """Context manager: ``extra`` globals (objects, or ``(object,
+    'module.name')``) allowed in the checkpoint loads inside the block:
+    ``torch.serialization.safe_globals`` on torch >= 2.5, the restricted
+    unpickler's allow-list (:func:`restricted_pickle_module`) before."""
+    extra = list(extra)
     if HAS_SAFE_GLOBALS:
-        return torch.serialization.safe_globals(list(extra))
-    return contextlib.nullcontext()
+        with torch.serialization.safe_globals(extra):
+            yield
+        return
+    _EXTRA_GLOBALS.append(extra)
+    try:
+        yield
+    finally:
+        _EXTRA_GLOBALS.remove(extra)
 
 
 def _trusted(filename: str) -> bool:
@@ -147,27 +163,76 @@ def load_from_local_safely(filename: str, map_location=None):
     if _trusted(filename):
         return torch.load(
             filename, map_location=map_location, weights_only=False)
-    with allowed_globals(RUNNER_CHECKPOINT_GLOBALS):
+    if HAS_SAFE_GLOBALS:
+        context = allowed_globals(RUNNER_CHECKPOINT_GLOBALS)
+        options = dict(weights_only=True)
+    else:  # torch < 2.5
+        context = contextlib.nullcontext()
+        options = dict(weights_only=False,
+                       pickle_module=restricted_pickle_module())
+    with context:
         try:
-            return torch.load(
-                filename, map_location=map_location, weights_only=True)
+            return torch.load(filename, map_location=map_location, **options)
         except pickle.UnpicklingError as err:
             reason = _unpickler_reason(err)
-    if not HAS_SAFE_GLOBALS:
-        print_log(
-            f'{filename} does not load with weights_only=True on torch '
-            f'{torch.__version__}, which cannot allow the globals of a '
-            f'Runner checkpoint ({reason}); loading it as a full pickle, as '
-            'this torch and mmengine do by default. With torch >= 2.5 a '
-            'file that asks for more than a Runner checkpoint is refused.',
-            logger='current', level=logging.WARNING)
-        return torch.load(
-            filename, map_location=map_location, weights_only=False)
     raise UntrustedCheckpointError(
         f'refused to load {filename}: it asks for objects that a model '
         f'checkpoint does not contain ({reason}). Loading it fully could '
         'run arbitrary code; if you trust this file, list it in the '
         f'environment variable {TRUSTED_ENV}.')
+
+
+def _global_names(entries: Iterable) -> Dict[str, object]:
+    """``{'module.qualname': object}`` of entries given as torch's
+    ``safe_globals`` takes them: objects, or ``(object, 'module.name')``."""
+    names = {}
+    for entry in entries:
+        obj, name = entry if isinstance(entry, tuple) else (
+            entry, f'{entry.__module__}.{entry.__qualname__}')
+        names[name] = obj
+    return names
+
+
+def restricted_pickle_module() -> types.SimpleNamespace:
+    """A ``pickle_module`` for ``torch.load`` whose unpickler finds only
+    torch's weights-only globals and :data:`RUNNER_CHECKPOINT_GLOBALS`.
+
+    For torch < 2.5, which has no ``safe_globals``: ``torch.load(...,
+    weights_only=False, pickle_module=restricted_pickle_module())`` reads a
+    Runner checkpoint and refuses, with ``pickle.UnpicklingError`` and
+    before calling it, any other global (``os.system``, ``getattr`` of
+    anything but a ``HistoryBuffer`` statistic, ...). Every callable a
+    pickle can call comes from ``find_class``, so restricting it restricts
+    the whole file.
+    """
+    from torch._weights_only_unpickler import _get_allowed_globals
+    allowed = dict(_get_allowed_globals())
+    # bytes inside protocol-2 pickles (numpy arrays); torch's own list has
+    # it from torch 2.4
+    allowed['_codecs.encode'] = codecs.encode
+    allowed.update(_global_names(RUNNER_CHECKPOINT_GLOBALS))
+    for extra in _EXTRA_GLOBALS:
+        allowed.update(_global_names(extra))
+
+    class RestrictedUnpickler(pickle.Unpickler):
+
+        def find_class(self, module: str, name: str):
+            # torch.save's protocol 2 names Python 2's modules (__builtin__)
+            module, name = _compat_pickle.NAME_MAPPING.get(
+                (module, name), (_compat_pickle.IMPORT_MAPPING.get(
+                    module, module), name))
+            full_name = f'{module}.{name}'
+            if full_name not in allowed:
+                raise pickle.UnpicklingError(
+                    f'Unsupported global: GLOBAL {full_name}')
+            return allowed[full_name]
+
+    def load(file, **kwargs):
+        return RestrictedUnpickler(file, **kwargs).load()
+
+    return types.SimpleNamespace(
+        __name__='restricted_pickle', Unpickler=RestrictedUnpickler,
+        load=load)
 
 
 @contextlib.contextmanager
