@@ -23,15 +23,18 @@ STACK_PY := $(shell sed -n 's/^# python: *//p' $(CONSTRAINTS))
 # python3.X on PATH, else pyenv's newest 3.X (pyenv's shims run only the
 # selected version)
 PYTHON ?= $(shell python$(STACK_PY) -c '' 2>/dev/null && echo python$(STACK_PY) || \
-  ls -d $$(pyenv root 2>/dev/null)/versions/$(STACK_PY).*/bin/python$(STACK_PY) 2>/dev/null | tail -1)
+  ls -d $$(pyenv root 2>/dev/null)/versions/$(STACK_PY).*/bin/python$(STACK_PY) 2>/dev/null | sort -V | tail -1)
+ifeq ($(PYTHON),)
+$(error STACK=$(STACK) needs Python $(STACK_PY): put python$(STACK_PY) on PATH (or in pyenv), or set PYTHON=)
+endif
 VENV := .venv-$(STACK)
 MMCV_CACHE := $(WHEEL_CACHE)/$(STACK)
 endif
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-# the pinned torch and mmcv (or its fork, onedl-mmcv) of the constraints file
+# the pinned torch and mmcv of the constraints file
 TORCH_PIN := $(shell grep -hE '^torch==' $(CONSTRAINTS) requirements/constraints.txt | head -1)
-MMCV_PIN := $(shell grep -hE '^(onedl-)?mmcv==' $(CONSTRAINTS) requirements/constraints.txt | head -1)
+MMCV_PIN := $(shell grep -hE '^mmcv==' $(CONSTRAINTS) requirements/constraints.txt | head -1)
 MMCV_DIST := $(firstword $(subst ==, ,$(MMCV_PIN)))
 MMCV_VERSION := $(lastword $(subst ==, ,$(MMCV_PIN)))
 PYTAG := $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
@@ -43,7 +46,7 @@ DEMO_DIR ?= work_dirs/demo
 
 install: $(STAMP)
 
-$(STAMP): setup.cfg $(CONSTRAINTS)
+$(STAMP): setup.cfg $(CONSTRAINTS) requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c $(CONSTRAINTS) "setuptools<81" wheel ninja
 	$(PIP) install -q -c $(CONSTRAINTS) "$(TORCH_PIN)"

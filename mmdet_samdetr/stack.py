@@ -21,7 +21,9 @@ from typing import Dict, Optional, Tuple
 
 # distribution -> (lowest supported version, first unsupported version)
 SUPPORTED: Dict[str, Tuple[str, Optional[str]]] = {
-    'torch': ('2.1', None),
+    # 2.1.0a0: NVIDIA's containers ship pre-release builds (2.1.0a0+...),
+    # which pip would not count as >=2.1
+    'torch': ('2.1.0a0', None),
     'mmengine': ('0.10.0', '1.0.0'),
     'mmcv': ('2.1.0', '2.2.0'),
     'mmdet': ('3.3.0', '3.4.0'),

@@ -258,6 +258,12 @@ def test_a_step_skipped_by_loss_scaling_does_not_stop_training():
     hook.before_train_iter(runner, 1)  # inf again, the scale kept
     with pytest.raises(NonFiniteTrainingError, match='grad_norm'):
         hook.after_train_iter(runner, 1, outputs=outputs)
+    # halved below 1: gradients overflow float16 unscaled, a divergence
+    runner.optim_wrapper.loss_scaler.scale = 1.
+    hook.before_train_iter(runner, 2)
+    runner.optim_wrapper.loss_scaler.scale /= 2
+    with pytest.raises(NonFiniteTrainingError, match='grad_norm'):
+        hook.after_train_iter(runner, 2, outputs=outputs)
 
 
 def train_two_amp_iterations(tmp_path, data, dtype, **options):

@@ -69,10 +69,9 @@ def test_oldest_stack_tests_the_declared_floors():
     pins, python = _stack_pins('oldest')
     assert python == _python_range()[0]
     for name, (low, _) in SUPPORTED.items():
-        # a floor 'X.Y' is met by any X.Y.z release
-        parts = low.count('.') + 1
-        found = version_tuple(pins[name])[:parts]
-        assert found == version_tuple(low)[:parts], (name, pins[name], low)
+        # a release of the floor's minor version, at or above the floor
+        found, floor = version_tuple(pins[name]), version_tuple(low)
+        assert found[:2] == floor[:2] and found >= floor, (name, pins[name])
 
 
 def test_newest_python_is_tested():
@@ -82,6 +81,7 @@ def test_newest_python_is_tested():
 
 @pytest.mark.parametrize('text, expected', [
     ('2.1.2+cu121', (2, 1, 2)), ('2.13.0a0+git1234', (2, 13, 0)),
+    ('2.1.0a0+32f93b1', (2, 1, 0)),
     ('2.2.0rc1', (2, 2, 0)), ('2.1', (2, 1, 0)), ('0.10.7', (0, 10, 7))])
 def test_version_tuple(text, expected):
     assert version_tuple(text) == expected
@@ -117,7 +117,7 @@ def _assert_import_error(proc, *parts):
 def test_torch_below_the_floor_fails_at_import(tmp_path):
     proc = _import_with_fakes(
         tmp_path, {'torch/__init__.py': "__version__ = '2.0.1+cu118'\n"})
-    _assert_import_error(proc, 'torch>=2.1', 'found torch 2.0.1+cu118',
+    _assert_import_error(proc, 'torch>=2.1.0a0', 'found torch 2.0.1+cu118',
                          str(tmp_path / 'fake' / 'torch'))
 
 
@@ -185,3 +185,17 @@ def test_onnx_export_on_a_torch_without_the_exporter_says_so(monkeypatch):
                        r'torch 2\.1\.2\+cu121'):
         export_onnx(None, 'unused.onnx')
     assert ONNX_EXPORT_MIN_TORCH == '2.6.0'
+
+
+def test_pip_counts_nvidia_container_torch_as_installed():
+    """NVIDIA's PyTorch containers ship torch '2.1.0a0+32f93b1'; pip keeps
+    an installed version that the specifier contains (pre-releases
+    allowed), so install_requires must admit it or pip replaces the
+    container's CUDA torch."""
+    from pip._vendor.packaging.specifiers import SpecifierSet
+    spec = SpecifierSet(specifier('torch')[len('torch'):])
+    assert spec.contains('2.1.0a0+32f93b1', prereleases=True)
+    assert spec.contains('2.13.0', prereleases=True)
+    assert not spec.contains('2.0.1', prereleases=True)
+    assert not SpecifierSet('>=2.1').contains('2.1.0a0+32f93b1',
+                                              prereleases=True)

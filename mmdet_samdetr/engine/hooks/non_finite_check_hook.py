@@ -28,7 +28,8 @@ class NonFiniteCheckHook(Hook):
     With dynamic loss scaling (mmengine's ``AmpOptimWrapper``, ``--amp``) a
     step whose float16 gradients overflow is skipped, its weights untouched,
     and the loss scale lowered: its non-finite gradient norm is no failure
-    (the losses are still checked).
+    while the scale stays at least 1 (the losses are still checked). One
+    read of the scale per iteration, before it starts (the GPU idle).
     """
 
     priority = 'ABOVE_NORMAL'
@@ -60,7 +61,10 @@ class NonFiniteCheckHook(Hook):
         if grad_norm is not None and not math.isfinite(
                 float(grad_norm.current())):
             after = self._loss_scale(runner)
-            skipped = None not in (self._scale, after) and after < self._scale
+            # skipped and the scale lowered, not below 1: float16 gradients
+            # that overflow unscaled are a real divergence
+            skipped = (None not in (self._scale, after)
+                       and 1.0 <= after < self._scale)
             if not skipped:
                 bad.append('grad_norm')
         if bad:
