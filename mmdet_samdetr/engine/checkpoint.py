@@ -37,6 +37,7 @@ trust.
 """
 import _compat_pickle
 import codecs
+import collections
 import contextlib
 import os
 import os.path as osp
@@ -207,9 +208,21 @@ def restricted_pickle_module() -> types.SimpleNamespace:
     """
     from torch._weights_only_unpickler import _get_allowed_globals
     allowed = dict(_get_allowed_globals())
-    # bytes inside protocol-2 pickles (numpy arrays); torch's own list has
-    # it from torch 2.4
-    allowed['_codecs.encode'] = codecs.encode
+    # what newer torch allows by default and torch 2.1's list lacks: bytes
+    # in protocol-2 pickles (numpy arrays), plain containers (mmengine's
+    # checkpoints hold a Counter), every dtype
+    allowed.update({
+        '_codecs.encode': codecs.encode,
+        'collections.Counter': collections.Counter,
+        'builtins.set': set,
+        'builtins.frozenset': frozenset,
+        'builtins.complex': complex,
+        'builtins.bytearray': bytearray,
+    })
+    allowed.update({
+        str(dtype): dtype
+        for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)
+    })
     allowed.update(_global_names(RUNNER_CHECKPOINT_GLOBALS))
     for extra in _EXTRA_GLOBALS:
         allowed.update(_global_names(extra))
