@@ -33,6 +33,7 @@ SUPPORTED: Dict[str, Tuple[str, Optional[str]]] = {
 def version_tuple(version: str) -> Tuple[int, int, int]:
     """``'2.1.2+cu121'`` -> ``(2, 1, 2)``: the release numbers of a version
     string (a pre-release such as ``2.2.0rc1`` counts as its release).
+    Not mmengine's ``digit_version``: mmengine is itself being checked.
 
     Raises:
         ValueError: ``version`` does not start with ``major.minor``.
