@@ -16,7 +16,12 @@ model = dict(
     # The 50-epoch official runs project C5 with a plain 1x1 conv (no GN).
     neck=dict(bias=True, init_cfg=None),
     # (cumsum - 0.5) / valid_len * 2pi, as the official sine encoding.
-    positional_encoding=dict(num_feats=128, normalize=True, offset=-0.5),
+    # the official order of operations: padded cells as the official code
+    positional_encoding=dict(
+        type='OfficialSinePositionalEncoding',
+        num_feats=128,
+        normalize=True,
+        offset=-0.5),
     decoder=dict(
         _delete_=True,
         num_layers=6,

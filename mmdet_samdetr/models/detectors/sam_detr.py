@@ -3,7 +3,7 @@
 from typing import Dict, Tuple
 
 from mmdet.models.detectors import DETR, DeformableDETR
-from mmdet.models.layers import DetrTransformerEncoder, SinePositionalEncoding
+from mmdet.models.layers import DetrTransformerEncoder
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from torch import Tensor
@@ -36,8 +36,10 @@ class SAMDETR(SAMDETRMixin, DETR):
                          **kwargs)
 
     def _init_layers(self) -> None:
-        self.positional_encoding = SinePositionalEncoding(
-            **self.positional_encoding)
+        # mmdet's SinePositionalEncoding unless the config names a type
+        self.positional_encoding = MODELS.build(
+            dict(dict(type='SinePositionalEncoding'),
+                 **self.positional_encoding))
         self.encoder = DetrTransformerEncoder(**self.encoder)
         self._init_decoder_layers()
 

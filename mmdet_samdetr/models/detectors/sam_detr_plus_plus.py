@@ -5,7 +5,6 @@ from typing import Dict, Tuple
 import torch
 from mmcv.ops import MultiScaleDeformableAttention
 from mmdet.models.detectors import DeformableDETR
-from mmdet.models.layers import SinePositionalEncoding
 from mmdet.registry import MODELS
 from mmdet.structures import OptSampleList
 from torch import Tensor, nn
@@ -55,8 +54,10 @@ class SAMDETRPlusPlus(SAMDETRMixin, DeformableDETR):
             **kwargs)
 
     def _init_layers(self) -> None:
-        self.positional_encoding = SinePositionalEncoding(
-            **self.positional_encoding)
+        # mmdet's SinePositionalEncoding unless the config names a type
+        self.positional_encoding = MODELS.build(
+            dict(dict(type='SinePositionalEncoding'),
+                 **self.positional_encoding))
         self.encoder = TraceableDeformableDetrTransformerEncoder(
             **self.encoder)
         self._init_decoder_layers()

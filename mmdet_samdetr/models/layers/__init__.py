@@ -1,4 +1,5 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
+from .positional_encoding import OfficialSinePositionalEncoding
 from .roi_align import (mmcv_roi_align, roi_point_sample,
                         separable_roi_align)
 from .salient_point_attention import SalientPointCrossAttention
@@ -11,6 +12,7 @@ from .traceable_deformable_encoder import (
     TraceableMultiScaleDeformableAttention)
 
 __all__ = [
+    'OfficialSinePositionalEncoding',
     'mmcv_roi_align', 'roi_point_sample', 'separable_roi_align',
     'SalientPointCrossAttention',
     'SAMDETRTransformerDecoder', 'SAMDETRTransformerDecoderLayer',
