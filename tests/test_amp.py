@@ -217,11 +217,13 @@ def test_amp_optim_wrapper_trains_two_bfloat16_iterations(
     # itself there (bfloat16 needs no loss scaling)
     monkeypatch.setattr(amp_optimizer_wrapper, 'is_cuda_available',
                         lambda: True)
-    train_two_amp_iterations(
+    runner = train_two_amp_iterations(
         tmp_path, toy_data, torch.bfloat16, **{
             'optim_wrapper.type': 'AmpOptimWrapper',
             'optim_wrapper.dtype': 'bfloat16'
         })
+    # the helper asserted two bfloat16 forwards and moved, finite weights
+    assert runner.optim_wrapper.cast_dtype == torch.bfloat16
 
 
 def test_a_step_skipped_by_loss_scaling_does_not_stop_training():
