@@ -413,6 +413,7 @@ def test_align_detr_config_states_only_the_marked_differences_from_dino():
         'model.positional_encoding.offset',
         'model.positional_encoding.temperature', 'model.bbox_head.type',
         'model.bbox_head.all_layers_num_gt_repeat',
+        'model.bbox_head.inverse_sigmoid_eps',
         'model.bbox_head.loss_cls.type', 'model.bbox_head.loss_cls.form',
         'model.bbox_head.loss_cls.tau', 'model.bbox_head.loss_cls.use_sigmoid',
         'model.train_cfg.assigner.type',
@@ -427,3 +428,36 @@ def test_align_detr_config_states_only_the_marked_differences_from_dino():
     ia_bce = Config.fromfile(config_path(
         'align_detr/align-detr-ia-bce-4scale_r50_8xb2-12e_coco.py'))
     assert ia_bce.model.bbox_head.loss_cls.form == 'ia_bce'
+    # the 24-epoch configs: mmdet's DINO 24-epoch schedule, nothing else
+    dino24 = Config.fromfile(f'{mmdet.__path__[0]}/.mim/configs/dino/'
+                             'dino-4scale_r50_8xb2-24e_coco.py')
+    for loss in ('', '-ia-bce'):
+        cfg12, cfg24 = (Config.fromfile(
+            config_path(f'align_detr/align-detr{loss}-4scale_r50_8xb2-'
+                        f'{epochs}e_coco.py')) for epochs in (12, 24))
+        assert _diff(cfg24, cfg12) == {
+            'max_epochs', 'train_cfg.max_epochs', 'param_scheduler'
+        }
+        assert cfg24.param_scheduler == dino24.param_scheduler
+        assert cfg24.train_cfg.max_epochs == 24
+        assert cfg24.model.bbox_head.loss_cls.form == (
+            'ia_bce' if loss else 'align')
+
+
+@pytest.mark.parametrize('eps', [1e-5, 1e-3])
+def test_reference_clamp_where_the_head_adds_its_offsets(eps):
+    # a reference coordinate below the clamp: 1e-4; zero offsets
+    align = head(k=(2, ), inverse_sigmoid_eps=eps)
+    for branch in align.reg_branches:
+        torch.nn.init.zeros_(branch[-1].weight)
+        torch.nn.init.zeros_(branch[-1].bias)
+    reference = torch.tensor([[[1e-4, 0.5, 0.9999, 0.2]]])
+    _, boxes = align(torch.zeros(1, 1, 1, 16), [reference])
+    # detrex's inverse_sigmoid: log(max(x, eps) / max(1 - x, eps))
+    expected = [
+        sig(math.log(max(x, eps) / max(1 - x, eps)))
+        for x in (1e-4, 0.5, 0.9999, 0.2)
+    ]
+    torch.testing.assert_close(
+        boxes[0, 0, 0].double(), torch.tensor(expected).double(),
+        rtol=1e-5, atol=1e-9)

@@ -23,6 +23,9 @@ model = dict(
     bbox_head=dict(
         # Align-DETR: mixed matching and Align Loss on every output
         type='AlignDETRHead',
+        # Align-DETR: inverse_sigmoid clamps at 1e-3 where the head adds the
+        # reference too (detrex; mmdet's head: 1e-5)
+        inverse_sigmoid_eps=1e-3,
         # k of decoder layers 1-6, then of the encoder proposals (released
         # configs; the paper's text: k = 4, see the -k4 config)
         all_layers_num_gt_repeat=[2, 2, 2, 2, 2, 1, 2],

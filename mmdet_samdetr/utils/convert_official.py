@@ -1,15 +1,23 @@
 # Copyright (c) mmdet_samdetr contributors. All rights reserved.
-"""Convert official SAM-DETR checkpoints (ZhangGongjie/SAM-DETR) to ours.
+"""Convert official checkpoints to ours.
 
-Known layouts: single-scale R50 / R50-DC5 (DC5 has the same keys), with or
-without GroupNorm in the input projection (12 / 50 epochs), with or without
-SMCA; multi-scale (the official ``--multiscale``, our SAM-DETR++), with or
-without SMCA. Any key the mapping does not know is an error: nothing is
-dropped silently.
+Known layouts:
+
+- SAM-DETR (ZhangGongjie/SAM-DETR): single-scale R50 / R50-DC5 (DC5 has the
+  same keys), with or without GroupNorm in the input projection (12 / 50
+  epochs), with or without SMCA; multi-scale (the official ``--multiscale``,
+  our SAM-DETR++), with or without SMCA.
+- Align-DETR (FelixCaae/AlignDETR, on detrex and detectron2): DINO-4scale
+  R50, the released checkpoints of ``aligndetr_k=2_r50_4scale_{12,24}ep`` and
+  the Align Loss ones; our ``configs/align_detr`` (mmdet's DINO modules).
+
+Any key the mapping does not know is an error naming it: nothing is dropped
+silently. The only keys left out are the official duplicates of shared
+modules, after checking that they are equal.
 """
 import re
 from collections import OrderedDict
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -147,9 +155,58 @@ def detect_layout(
     return multiscale, 'input_proj.0.1.weight' in state_dict, num_out == 32
 
 
+def _rename_all(state_dict: Dict[str, torch.Tensor],
+                map_fn: Callable[[str], Optional[str]],
+                shared_prefix: str) -> Tuple[OrderedDict, List[str]]:
+    """Rename every entry with ``map_fn``; entries it maps to None are the
+    official duplicates of shared modules (``shared_prefix`` + the key of
+    the module they duplicate), dropped once checked equal.
+
+    Returns:
+        tuple: The renamed state dict and the keys ``map_fn`` does not know
+        (it raised :class:`UnknownLayoutError`), in state-dict order.
+
+    Raises:
+        UnknownLayoutError: A duplicate differs from its module.
+    """
+    out = OrderedDict()
+    unknown: List[str] = []
+    for key, value in state_dict.items():
+        try:
+            new = map_fn(key)
+        except UnknownLayoutError:
+            unknown.append(key)
+            continue
+        if new is None:
+            shared = key[len(shared_prefix):]
+            if shared in state_dict and not torch.equal(
+                    state_dict[shared], value):
+                raise UnknownLayoutError(
+                    f'{key} differs from {shared}; the official model shares '
+                    'these modules')
+            continue
+        out[new] = value
+    return out, unknown
+
+
+def _refuse_unknown(unknown: List[str], layout: str) -> None:
+    if unknown:
+        raise UnknownLayoutError(
+            f'{len(unknown)} keys unknown to the official {layout} layout, '
+            f'the first: {unknown[0]!r} (e.g. {unknown[:5]})')
+
+
+def _add_num_batches_tracked(state_dict: OrderedDict) -> None:
+    """mmdet's BatchNorm has a step counter that FrozenBatchNorm lacks."""
+    for key in list(state_dict):
+        if key.startswith('backbone.') and key.endswith('.running_var'):
+            state_dict[key[:-len('running_var')] + 'num_batches_tracked'] = \
+                torch.tensor(0, dtype=torch.long)
+
+
 def convert_state_dict(state_dict: Dict[str, torch.Tensor],
                        num_classes: int = 80) -> Tuple[OrderedDict, dict]:
-    """Official ``model`` state dict -> ours.
+    """Official SAM-DETR ``model`` state dict -> ours.
 
     Args:
         state_dict (dict): The official ``checkpoint['model']``.
@@ -158,7 +215,11 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor],
 
     Returns:
         tuple: Our state dict and a description (``multiscale``,
-        ``with_gn``, ``with_smca``, ``config``).
+        ``with_gn``, ``with_smca``, ``num_classes``, ``config``,
+        ``summary``).
+
+    Raises:
+        UnknownLayoutError: Not one of the official SAM-DETR layouts.
     """
     if num_classes not in (80, 91):
         raise ValueError(f'num_classes must be 80 or 91, got {num_classes}')
@@ -167,52 +228,177 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor],
         raise UnknownLayoutError(
             'multi-scale checkpoint without GroupNorm in the input '
             'projection: the official code always adds it')
-    out = OrderedDict()
-    unknown: List[str] = []
-    for key, value in state_dict.items():
-        try:
-            new = map_key(key)
-        except UnknownLayoutError:
-            unknown.append(key)
-            continue
-        if new is None:
-            shared = key[len('transformer.decoder.'):]
-            if shared in state_dict and not torch.equal(
-                    state_dict[shared], value):
-                raise UnknownLayoutError(
-                    f'{key} differs from {shared}; the official model shares '
-                    'these modules')
-            continue
-        if new.startswith('bbox_head.cls_branches.') and num_classes == 80:
-            value = value[COCO80_CATEGORY_IDS]
-        out[new] = value
-    if unknown:
-        raise UnknownLayoutError(
-            f'{len(unknown)} keys of an unknown layout, e.g. {unknown[:5]}')
-    # mmdet's BatchNorm has a step counter that FrozenBatchNorm lacks.
-    for key in list(out):
-        if key.startswith('backbone.') and key.endswith('.running_var'):
-            out[key[:-len('running_var')] + 'num_batches_tracked'] = \
-                torch.tensor(0, dtype=torch.long)
+    out, unknown = _rename_all(state_dict, map_key, 'transformer.decoder.')
+    _refuse_unknown(unknown, 'SAM-DETR')
+    if num_classes == 80:
+        for key in out:
+            if key.startswith('bbox_head.cls_branches.'):
+                out[key] = out[key][COCO80_CATEGORY_IDS]
+    _add_num_batches_tracked(out)
     multiscale, with_gn, with_smca = layout
     meta = dict(
         multiscale=multiscale,
         with_gn=with_gn,
         with_smca=with_smca,
         num_classes=num_classes,
-        config=CONFIGS[layout])
+        config=CONFIGS[layout],
+        summary=f'SAM-DETR{"++" if multiscale else ""}, '
+        f'GroupNorm={with_gn}, SMCA={with_smca}, {num_classes} classes')
     return out, meta
 
 
-def convert_checkpoint(checkpoint: dict, num_classes: int = 80) -> dict:
-    """Official checkpoint (``{'model': ...}`` or a bare state dict) -> an
-    mmengine checkpoint ``{'state_dict': ..., 'meta': ...}``."""
+# ---------------------------------------------------------------------------
+# Align-DETR: detrex's DINO (FelixCaae/AlignDETR ``projects/aligndetr``,
+# detectron2 ResNet and checkpoints) -> mmdet's DINO modules. The four
+# released checkpoints share one network; their loss differs.
+
+ALIGN_DETR_CONFIG = (
+    'align_detr/align-detr-ia-bce-4scale_r50_8xb2-{12,24}e_coco.py (the '
+    'released IA-BCE checkpoints) or align_detr/align-detr-4scale_r50_'
+    '8xb2-{12,24}e_coco.py (the Align Loss ones, * in the official '
+    'README); for evaluation any of them: the network is the same')
+
+_Template = Union[str, Callable[[re.Match], str]]
+_DEFORM_ATTN = r'(sampling_offsets|attention_weights|value_proj|output_proj)'
+_NORM = r'(weight|bias|running_mean|running_var)'
+# (official key regex, our key): detectron2's ResNet stage ``res{s}`` is
+# mmdet's ``layer{s-1}``; detrex's MLP layer j is entry 2j of mmdet's
+# Sequential (ReLUs between).
+_ALIGN_DETR_RULES: List[Tuple[str, _Template]] = [
+    (r'backbone\.stem\.conv1\.weight', 'backbone.conv1.weight'),
+    (r'backbone\.stem\.conv1\.norm\.' + _NORM, r'backbone.bn1.\1'),
+    (r'backbone\.res([2-5])\.(\d+)\.conv([1-3])\.weight',
+     lambda m: f'backbone.layer{int(m[1]) - 1}.{m[2]}.conv{m[3]}.weight'),
+    (r'backbone\.res([2-5])\.(\d+)\.conv([1-3])\.norm\.' + _NORM,
+     lambda m: f'backbone.layer{int(m[1]) - 1}.{m[2]}.bn{m[3]}.{m[4]}'),
+    (r'backbone\.res([2-5])\.0\.shortcut\.weight',
+     lambda m: f'backbone.layer{int(m[1]) - 1}.0.downsample.0.weight'),
+    (r'backbone\.res([2-5])\.0\.shortcut\.norm\.' + _NORM,
+     lambda m: f'backbone.layer{int(m[1]) - 1}.0.downsample.1.{m[2]}'),
+    (r'neck\.(convs\.\d+|extra_convs\.0)\.conv\.(weight|bias)',
+     r'neck.\1.conv.\2'),
+    (r'neck\.(convs\.\d+|extra_convs\.0)\.norm\.(weight|bias)',
+     r'neck.\1.gn.\2'),
+    (r'transformer\.level_embeds', 'level_embed'),
+    (r'transformer\.encoder\.layers\.(\d+)\.attentions\.0\.' + _DEFORM_ATTN +
+     r'\.(weight|bias)', r'encoder.layers.\1.self_attn.\2.\3'),
+    (r'transformer\.decoder\.layers\.(\d+)\.attentions\.0\.attn\.'
+     r'(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)',
+     r'decoder.layers.\1.self_attn.attn.\2'),
+    (r'transformer\.decoder\.layers\.(\d+)\.attentions\.1\.' + _DEFORM_ATTN +
+     r'\.(weight|bias)', r'decoder.layers.\1.cross_attn.\2.\3'),
+    (r'transformer\.(en|de)coder\.layers\.(\d+)\.ffns\.0\.layers\.(0\.0|1)\.'
+     r'(weight|bias)', r'\1coder.layers.\2.ffn.layers.\3.\4'),
+    (r'transformer\.(en|de)coder\.layers\.(\d+)\.norms\.([0-2])\.'
+     r'(weight|bias)', r'\1coder.layers.\2.norms.\3.\4'),
+    (r'transformer\.decoder\.(ref_point_head\.layers\.[01]|norm)\.'
+     r'(weight|bias)', r'decoder.\1.\2'),
+    (r'transformer\.tgt_embed\.weight', 'query_embedding.weight'),
+    (r'transformer\.enc_output\.(weight|bias)', r'memory_trans_fc.\1'),
+    (r'transformer\.enc_output_norm\.(weight|bias)', r'memory_trans_norm.\1'),
+    (r'class_embed\.(\d+)\.(weight|bias)', r'bbox_head.cls_branches.\1.\2'),
+    (r'bbox_embed\.(\d+)\.layers\.([0-2])\.(weight|bias)',
+     lambda m: f'bbox_head.reg_branches.{m[1]}.{2 * int(m[2])}.{m[3]}'),
+    (r'label_enc\.weight', 'dn_query_generator.label_embedding.weight'),
+]
+
+
+def map_align_detr_key(key: str) -> Optional[str]:
+    """Our name of an official Align-DETR key; None for the decoder's copies
+    of the prediction heads (``transformer.decoder.{class,bbox}_embed.*``,
+    the same modules as ``{class,bbox}_embed.*``).
+
+    Raises:
+        UnknownLayoutError: The key is not in the official layout.
+    """
+    if re.match(r'transformer\.decoder\.(class|bbox)_embed\.', key):
+        return None
+    for pattern, template in _ALIGN_DETR_RULES:
+        m = re.fullmatch(pattern, key)
+        if m is not None:
+            return template(m) if callable(template) else m.expand(template)
+    raise UnknownLayoutError(f'unknown key {key!r}')
+
+
+def convert_align_detr_state_dict(
+        state_dict: Dict[str, torch.Tensor]) -> Tuple[OrderedDict, dict]:
+    """Official Align-DETR ``model`` state dict -> ours.
+
+    The class rows stay as they are: detectron2's contiguous COCO ids
+    (sorted category ids) are mmdet's ``CocoDataset`` order.
+
+    Args:
+        state_dict (dict): The official ``checkpoint['model']`` (detrex's
+            DINO: ``backbone.stem``/``res2``-``res5``, ``neck``,
+            ``transformer``, ``class_embed``, ``bbox_embed``,
+            ``label_enc``), with or without the decoder's duplicates of the
+            heads.
+
+    Returns:
+        tuple: Our state dict (mmdet's DINO keys, for
+        ``configs/align_detr``) and a description (``num_classes``,
+        ``config``, ``summary``).
+
+    Raises:
+        UnknownLayoutError: A key outside the official layout (the first one
+            is named), or a duplicate that differs from its module.
+    """
+    out, unknown = _rename_all(state_dict, map_align_detr_key,
+                               'transformer.decoder.')
+    _refuse_unknown(unknown, 'Align-DETR (detrex DINO)')
+    _add_num_batches_tracked(out)
+    num_classes = out['bbox_head.cls_branches.0.weight'].shape[0] if \
+        'bbox_head.cls_branches.0.weight' in out else None
+    meta = dict(
+        num_classes=num_classes,
+        config=ALIGN_DETR_CONFIG,
+        summary=f'Align-DETR (DINO-4scale), {num_classes} classes')
+    return out, meta
+
+
+def convert_checkpoint(checkpoint: dict,
+                       num_classes: Optional[int] = None) -> dict:
+    """Official checkpoint -> an mmengine checkpoint ``{'state_dict': ...,
+    'meta': ...}``.
+
+    Args:
+        checkpoint (dict): The loaded official file: ``{'model': ...}`` (the
+            SAM-DETR files and detectron2's checkpoints) or a bare state
+            dict. The layout (SAM-DETR or Align-DETR) is recognised from the
+            keys.
+        num_classes (int, optional): SAM-DETR only: 80 (the default) or 91,
+            see :func:`convert_state_dict`. The Align-DETR checkpoints have
+            the 80 COCO classes in mmdet's order already.
+
+    Raises:
+        UnknownLayoutError: No state dict, or a layout this converter does
+            not know (naming the first unknown key).
+        ValueError: ``num_classes`` given for an Align-DETR checkpoint.
+    """
     state_dict = checkpoint.get('model', checkpoint)
-    if not isinstance(state_dict, dict) or not state_dict:
+    if not isinstance(state_dict, dict) or not state_dict or not all(
+            isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise UnknownLayoutError('no state dict found (expected the key '
                                  '"model" or a dict of tensors)')
-    converted, meta = convert_state_dict(state_dict, num_classes)
-    meta['source'] = 'official SAM-DETR'
+    if 'backbone.stem.conv1.weight' in state_dict:
+        if num_classes not in (None, 80):
+            raise ValueError(
+                f'num_classes={num_classes}: the official Align-DETR '
+                'checkpoints have 80 classes, in mmdet\'s COCO order')
+        converted, meta = convert_align_detr_state_dict(state_dict)
+        meta['source'] = 'official Align-DETR (detrex)'
+        iteration = checkpoint.get('iteration')
+    elif any(key.startswith('backbone.0.body.') for key in state_dict):
+        converted, meta = convert_state_dict(state_dict, num_classes or 80)
+        meta['source'] = 'official SAM-DETR'
+        iteration = None
+    else:
+        raise UnknownLayoutError(
+            'not an official SAM-DETR (backbone.0.body.*) or Align-DETR '
+            '(backbone.stem.*) checkpoint: the first key is '
+            f'{next(iter(state_dict))!r}')
     if isinstance(checkpoint.get('epoch'), int):
         meta['official_epoch'] = checkpoint['epoch']
+    if isinstance(iteration, int):
+        meta['official_iteration'] = iteration
     return dict(state_dict=converted, meta=meta)

@@ -5,6 +5,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mmdet.models.dense_heads import DINOHead
+from mmdet.models.layers import inverse_sigmoid
 from mmdet.models.utils import multi_apply
 from mmdet.registry import MODELS
 from mmdet.structures import SampleList
@@ -450,9 +451,52 @@ class AlignDETRHead(AlignDETRMixin, DINOHead):
     (``all_layers_num_gt_repeat``, ``alpha``, ``gamma``, ``tau``).
     Detections are :meth:`SAMDETRHead._predict_by_feat_single`'s (mmdet's,
     with top-k capped at the candidates that exist) without salient points.
+
+    Args:
+        inverse_sigmoid_eps (float): The clamp of :func:`inverse_sigmoid` on
+            the references the head adds its box offsets to. mmdet's
+            :class:`DeformableDETRHead` uses 1e-5; the official Align-DETR
+            (detrex's DINO) 1e-3, as mmdet's DINO decoder does when it
+            refines the references: the two differ where a reference
+            coordinate is below 1e-3 or above 0.999. Defaults to 1e-5.
+        Other arguments: :class:`AlignDETRMixin`, :class:`DINOHead`.
     """
 
     _predict_by_feat_single = SAMDETRHead._predict_by_feat_single
+
+    def __init__(self, *args, inverse_sigmoid_eps: float = 1e-5,
+                 **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.inverse_sigmoid_eps = inverse_sigmoid_eps
+
+    def forward(self, hidden_states: Tensor,
+                references: List[Tensor]) -> Tuple[Tensor, Tensor]:
+        """:meth:`DeformableDETRHead.forward` of DINO (two-stage, box
+        refinement: every reference is a box) with ``inverse_sigmoid_eps``.
+
+        Args:
+            hidden_states (Tensor): The decoder layers' outputs,
+                (num_decoder_layers, bs, num_queries, dim).
+            references (list[Tensor]): The initial reference and the
+                decoder's refined ones, each (bs, num_queries, 4), normalised
+                cxcywh; the last one is not used.
+
+        Returns:
+            tuple[Tensor]: Class logits (num_decoder_layers, bs, num_queries,
+            cls_out_channels) and boxes (num_decoder_layers, bs,
+            num_queries, 4), normalised cxcywh.
+        """
+        all_layers_cls_scores, all_layers_bbox_preds = [], []
+        for layer_id, hidden_state in enumerate(hidden_states):
+            reference = inverse_sigmoid(references[layer_id],
+                                        self.inverse_sigmoid_eps)
+            all_layers_cls_scores.append(
+                self.cls_branches[layer_id](hidden_state))
+            all_layers_bbox_preds.append(
+                (self.reg_branches[layer_id](hidden_state) +
+                 reference).sigmoid())
+        return torch.stack(all_layers_cls_scores), torch.stack(
+            all_layers_bbox_preds)
 
     def loss(self, hidden_states: Tensor, references: List[Tensor],
              enc_outputs_class: Tensor, enc_outputs_coord: Tensor,
