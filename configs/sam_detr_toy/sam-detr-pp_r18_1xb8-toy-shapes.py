@@ -8,8 +8,7 @@ embed_dims = 128
 model = dict(
     type='SAMDETRPlusPlus',
     num_feature_levels=3,
-    backbone=dict(strides=(1, 2, 2), dilations=(1, 1, 1),
-                  out_indices=(0, 1, 2)),
+    backbone=_base_.toy_backbone_3_levels,
     neck=dict(in_channels=[32, 64, 128], num_outs=3),
     encoder=dict(
         _delete_=True,

@@ -1,0 +1,561 @@
+#!/usr/bin/env python
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""Convergence of the SAM-DETR family vs mmdet's DETRs at equal budget.
+
+Trains every model of a preset with mmengine's Runner, each run (model,
+seed) in a fresh process, evaluates COCO bbox AP (mmdet's CocoMetric) every
+``--val-interval`` epochs and appends one JSON line per evaluation to
+``--results``. A run resumes from its last checkpoint (one per epoch, in
+``<work-dir>/<preset>/<model>_seed<seed>``), and runs whose last evaluation
+is in the results are skipped, so a comparison can be run in parts. Then it
+writes a table (AP per evaluated epoch, training seconds per epoch and their
+ratio to the pair's baseline) and one plot (AP vs epoch, AP vs training
+time) of all runs in the results.
+
+Presets:
+
+- ``toy``: the toy-shapes data (``demo/make_toy_dataset.py``, written when
+  missing) and the toy sizes of ``configs/_base_/toy_shapes.py``: our toy
+  configs vs mmdet's DETRs in ``configs/sam_detr_toy/baselines/``;
+- ``coco``: the full ResNet-50 COCO configs, all on one 12-epoch schedule
+  (drop at 10); ``--train-subset N`` trains on the first N images of
+  train2017 (mmengine's ``dataset.indices``).
+
+    python benchmarks/convergence.py --threads 1               # toy, seed 0
+    python benchmarks/convergence.py --models SAM-DETR ConditionalDETR \\
+        --seeds 0 1
+    python benchmarks/convergence.py --report-only             # table + plot
+    python benchmarks/convergence.py --preset coco --train-subset 20000
+"""
+import argparse
+import json
+import logging
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+from collections import defaultdict
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+TOY = 'configs/sam_detr_toy/'
+COCO_SCHEDULE = dict(epochs=12, milestones=[10])
+
+# name: (config, the baseline it is compared with; None: a baseline)
+PRESETS = {
+    'toy': {
+        'SAM-DETR': (TOY + 'sam-detr_r18_1xb8-toy-shapes.py',
+                     'ConditionalDETR'),
+        'SAM-DETR++ DN': (TOY + 'sam-detr-pp-dn_r18_1xb8-toy-shapes.py',
+                          'DINO'),
+        'SAM-DETR+SMCA': (TOY + 'sam-detr-smca_r18_1xb8-toy-shapes.py',
+                          'ConditionalDETR'),
+        'SAM-DETR++': (TOY + 'sam-detr-pp_r18_1xb8-toy-shapes.py',
+                       'DeformableDETR'),
+        'Align-SAM-DETR': (TOY + 'align-sam-detr_r18_1xb8-toy-shapes.py',
+                           'ConditionalDETR'),
+        'Align-SAM-DETR++': (
+            TOY + 'align-sam-detr-pp_r18_1xb8-toy-shapes.py', 'DINO'),
+        'ConditionalDETR': (
+            TOY + 'baselines/conditional-detr_r18_1xb8-toy-shapes.py', None),
+        'DINO': (TOY + 'baselines/dino-3scale_r18_1xb8-toy-shapes.py', None),
+        'DAB-DETR': (TOY + 'baselines/dab-detr_r18_1xb8-toy-shapes.py',
+                     None),
+        'DeformableDETR': (
+            TOY + 'baselines/deformable-detr_r18_1xb8-toy-shapes.py', None),
+    },
+    'coco': {
+        'SAM-DETR': ('configs/sam_detr/sam-detr_r50_4xb4-12e_coco.py',
+                     'ConditionalDETR'),
+        'SAM-DETR++ SMCA+DN': (
+            'configs/sam_detr_pp/sam-detr-pp-smca-dn_r50_8xb2-12e_coco.py',
+            'DINO'),
+        'SAM-DETR+SMCA': (
+            'configs/sam_detr/sam-detr-smca_r50_4xb4-12e_coco.py',
+            'ConditionalDETR'),
+        'SAM-DETR++': ('configs/sam_detr_pp/sam-detr-pp_r50_8xb2-12e_coco.py',
+                       'DeformableDETR'),
+        'Align-SAM-DETR': (
+            'configs/align_sam_detr/align-sam-detr_r50_4xb4-12e_coco.py',
+            'ConditionalDETR'),
+        'Align-SAM-DETR++': (
+            'configs/align_sam_detr/align-sam-detr-pp_r50_8xb2-12e_coco.py',
+            'DINO'),
+        'ConditionalDETR': (
+            'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
+            None),
+        'DINO': ('mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py', None),
+        'DAB-DETR': ('mmdet::dab_detr/dab-detr_r50_8xb2-50e_coco.py', None),
+        'DeformableDETR': (
+            'mmdet::deformable_detr/deformable-detr_r50_16xb2-50e_coco.py',
+            None),
+    },
+}
+# what each architecture brings beyond the shared budget (printed with the
+# budget table: the differences the architectures force)
+ARCHITECTURE = {
+    'SAM-DETR': 'Semantics Aligner (RoIAlign 7x7 + 8 salient points), '
+    'GN neck',
+    'SAM-DETR+SMCA': 'SAM-DETR + SMCA Gaussian-weighted cross-attention',
+    'SAM-DETR++': 'multi-scale SAM-DETR, deformable encoder, decoder '
+    'reading levels coarse to fine',
+    'SAM-DETR++ DN': 'SAM-DETR++ + denoising queries',
+    'SAM-DETR++ SMCA+DN': 'SAM-DETR++ + SMCA + denoising queries',
+    'Align-SAM-DETR': 'SAM-DETR trained with mixed matching + Align Loss',
+    'Align-SAM-DETR++': 'SAM-DETR++ trained with mixed matching + Align '
+    'Loss',
+    'ConditionalDETR': 'conditional cross-attention, neck without GN',
+    'DAB-DETR': 'anchor-box queries, PReLU FFNs, neck without GN',
+    'DeformableDETR': 'deformable attention, no box refinement, one stage',
+    'DINO': 'two-stage query selection, box refinement, contrastive '
+    'denoising',
+}
+TABLE_HEADER = 'model | seed | epochs | AP per evaluated epoch'
+_LOGGER = logging.getLogger('convergence')
+
+
+def slug(name: str) -> str:
+    """File-system name of a model: ``SAM-DETR++ DN`` -> ``sam-detr-pp-dn``."""
+    return (name.lower().replace('++', '-pp').replace('+', '-')
+            .replace(' ', '-'))
+
+
+def config_file(path: str) -> str:
+    """The file of a preset's config: ``mmdet::x`` in mmdet's package,
+    others relative to the repository."""
+    import mmdet
+    if path.startswith('mmdet::'):
+        return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs',
+                        path[len('mmdet::'):])
+    return osp.join(REPO, path)
+
+
+def load_config(path: str, preset: str, args):
+    """The config of one run: the model's config at the preset's budget."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config_file(path))
+    if preset == 'coco':
+        epochs = COCO_SCHEDULE['epochs']
+        cfg.train_cfg.max_epochs = epochs
+        cfg.param_scheduler = [
+            dict(type='MultiStepLR', end=epochs, by_epoch=True,
+                 milestones=COCO_SCHEDULE['milestones'])
+        ]
+    if args.train_subset:
+        cfg.train_dataloader.dataset.indices = args.train_subset
+    if args.epochs:
+        cfg.train_cfg.max_epochs = args.epochs
+    cfg.train_cfg.val_interval = args.val_interval
+    if args.data_root and preset == 'toy':
+        root = args.data_root.rstrip('/') + '/'
+        for loader in ('train_dataloader', 'val_dataloader',
+                       'test_dataloader'):
+            cfg[loader].dataset.data_root = root
+        for evaluator in ('val_evaluator', 'test_evaluator'):
+            cfg[evaluator].ann_file = root + 'annotations/val.json'
+        cfg.model.backbone.init_cfg.checkpoint = root + 'backbone_crops.pth'
+    return cfg
+
+
+def budget(cfg) -> dict:
+    """The budget keys of a config, for the side-by-side table."""
+    model = cfg.model
+    resize = [
+        t for t in cfg.val_dataloader.dataset.pipeline if t.type == 'Resize'
+    ]
+    layer = model.encoder.get('layer_cfg', {})
+    dec_layer = model.decoder.get('layer_cfg', {})
+    backbone_ckpt = (model.backbone.get('init_cfg') or {}).get('checkpoint')
+    dn = model.get('dn_cfg') or {}
+    return {
+        'image': 'x'.join(map(str, resize[0].scale)) if resize else '?',
+        'batch': cfg.train_dataloader.batch_size,
+        'epochs': cfg.train_cfg.max_epochs,
+        'lr': cfg.optim_wrapper.optimizer.lr,
+        'backbone': f'R{model.backbone.depth} '
+        f'({osp.basename(str(backbone_ckpt))})',
+        'levels': model.get('num_feature_levels', 1),
+        'queries': model.num_queries,
+        'dn queries': dn.get('group_cfg', {}).get('num_dn_queries', 0),
+        'enc/dec layers': f'{model.encoder.num_layers}/'
+        f'{model.decoder.num_layers}',
+        'width': layer.get('self_attn_cfg', {}).get('embed_dims'),
+        'FFN enc/dec': f"{layer.get('ffn_cfg', {}).get('feedforward_channels')}"
+        f"/{dec_layer.get('ffn_cfg', {}).get('feedforward_channels')}",
+    }
+
+
+def budget_table(budgets: dict, pairs: dict) -> str:
+    """Markdown table of the budgets; ``*``: differs from the baseline."""
+    keys = list(next(iter(budgets.values())))
+    lines = [
+        '| model | baseline | ' + ' | '.join(keys) + ' | architecture |',
+        '|---' * (len(keys) + 3) + '|'
+    ]
+    for name, values in budgets.items():
+        base = budgets.get(pairs.get(name))
+        cells = [
+            f'{v}*' if base is not None and base[k] != v else str(v)
+            for k, v in values.items()
+        ]
+        lines.append(f'| {name} | {pairs.get(name) or "-"} | ' +
+                     ' | '.join(cells) + f' | {ARCHITECTURE.get(name, "")} |')
+    return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------- results
+
+
+def read_results(path: str) -> dict:
+    """{(preset, model, seed): {epoch: record}}; a later line of the same
+    evaluation replaces an earlier one (a resumed run evaluating again)."""
+    runs = defaultdict(dict)
+    if not osp.isfile(path):
+        return runs
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                key = (rec['preset'], rec['model'], int(rec['seed']))
+                runs[key][int(rec['epoch'])] = rec
+            except (ValueError, KeyError) as err:
+                raise ValueError(
+                    f'{path}, line {number}: not a convergence record '
+                    f'({err!r}): {line[:200]!r}') from err
+    return runs
+
+
+def append_result(path: str, record: dict) -> None:
+    """Append one evaluation as a JSON line (one write: runs in parallel
+    processes append to the same file)."""
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'a') as f:
+        f.write(json.dumps(record, sort_keys=True) + '\n')
+
+
+def run_finished(runs: dict, key: tuple, max_epochs: int) -> bool:
+    return max_epochs in runs.get(key, {})
+
+
+def _seconds_per_epoch(records: dict) -> float:
+    last = records[max(records)]
+    return last['train_seconds'] / last['epoch']
+
+
+def results_table(runs: dict, preset: str, pairs: dict) -> str:
+    """Markdown: AP per evaluated epoch, training s/epoch and its ratio to
+    the baseline of the pair (mean s/epoch over the baseline's runs)."""
+    keys = sorted((k for k in runs if k[0] == preset),
+                  key=lambda k: (list(pairs).index(k[1])
+                                 if k[1] in pairs else len(pairs), k[1], k[2]))
+    if not keys:
+        return f'(no results of preset {preset!r})'
+    epochs = sorted({e for k in keys for e in runs[k]})
+    speed = defaultdict(list)
+    for key in keys:
+        speed[key[1]].append(_seconds_per_epoch(runs[key]))
+    lines = [
+        '| model | seed | ' + ' | '.join(f'AP@{e}' for e in epochs) +
+        ' | s/epoch | time / baseline |',
+        '|---' * (len(epochs) + 4) + '|'
+    ]
+    for key in keys:
+        records = runs[key]
+        per_epoch = _seconds_per_epoch(records)
+        base = pairs.get(key[1])
+        if base in speed:
+            base_speed = sum(speed[base]) / len(speed[base])
+            ratio = f'{per_epoch / base_speed:.2f} ({base})'
+        else:
+            ratio = '-'
+        cells = [
+            f'{records[e]["bbox_mAP"]:.3f}' if e in records else ''
+            for e in epochs
+        ]
+        lines.append(f'| {key[1]} | {key[2]} | ' + ' | '.join(cells) +
+                     f' | {per_epoch:.0f} | {ratio} |')
+    return '\n'.join(lines)
+
+
+def plot(runs: dict, preset: str, out_file: str, title: str = '') -> None:
+    """One figure, two panels: bbox AP vs epoch and vs training time."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = sorted({k[1] for k in runs if k[0] == preset})
+    if not names:
+        raise ValueError(f'no results of preset {preset!r} to plot')
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
+    colours = plt.get_cmap('tab10')
+    styles = ['-', '--', ':', '-.']
+    for key in sorted(k for k in runs if k[0] == preset):
+        records = [runs[key][e] for e in sorted(runs[key])]
+        index = names.index(key[1])
+        kwargs = dict(
+            color=colours(index % 10),
+            linestyle=styles[key[2] % len(styles)],
+            marker='os^vDP<>'[index % 8],
+            markersize=4,
+            label=f'{key[1]} (seed {key[2]})')
+        ap = [r['bbox_mAP'] for r in records]
+        axes[0].plot([r['epoch'] for r in records], ap, **kwargs)
+        axes[1].plot([r['train_seconds'] / 60 for r in records], ap,
+                     **kwargs)
+    axes[0].set_xlabel('epoch')
+    axes[1].set_xlabel('training time (min, evaluation excluded)')
+    axes[0].set_ylabel('COCO bbox AP (val)')
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc='lower right')
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
+    fig.savefig(out_file)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------- worker
+
+
+def record_hook(results: str, preset: str, name: str, seed: int,
+                config: str):
+    """An mmengine hook appending every evaluation to ``results``.
+
+    Keeps the training time (evaluation excluded) in each checkpoint's meta
+    (``convergence_train_seconds``), so a resumed run goes on counting; on
+    resume, re-runs the evaluation of the checkpoint's epoch when the killed
+    run had saved the checkpoint but not yet written the evaluation. Shows a
+    progress bar of the run's iterations.
+    """
+    from mmengine.hooks import Hook
+    from mmengine.utils import ProgressBar
+
+    class ConvergenceRecordHook(Hook):
+        priority = 'ABOVE_NORMAL'  # before CheckpointHook (VERY_LOW)
+
+        def __init__(self):
+            self.train_seconds = 0.0
+            self.bar = None
+
+        def after_load_checkpoint(self, runner, checkpoint):
+            self.train_seconds = checkpoint.get('meta', {}).get(
+                'convergence_train_seconds', 0.0)
+
+        def before_save_checkpoint(self, runner, checkpoint):
+            checkpoint.setdefault('meta', {})[
+                'convergence_train_seconds'] = self.train_seconds
+
+        def before_train(self, runner):
+            loop = runner.train_loop
+            epoch = runner.epoch
+            done = read_results(results).get((preset, name, seed), {})
+            if epoch and epoch not in done and (
+                    epoch % loop.val_interval == 0
+                    or epoch == loop.max_epochs):
+                runner.val_loop.run()
+            if runner.iter < loop.max_iters:
+                self.bar = ProgressBar(loop.max_iters - runner.iter)
+
+        def before_train_epoch(self, runner):
+            self._start = time.perf_counter()
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None,
+                             outputs=None):
+            if self.bar is not None:
+                self.bar.update()
+
+        def after_train_epoch(self, runner):
+            self.train_seconds += time.perf_counter() - self._start
+
+        def after_val_epoch(self, runner, metrics=None):
+            metrics = metrics or {}
+            if 'coco/bbox_mAP' not in metrics:
+                raise RuntimeError(
+                    f'{config}: the val evaluator gave no coco/bbox_mAP '
+                    f'(got {sorted(metrics)}); the benchmark needs '
+                    "val_evaluator = dict(type='CocoMetric', metric='bbox')")
+            record = dict(
+                preset=preset, model=name, seed=seed, config=config,
+                epoch=runner.epoch, train_seconds=self.train_seconds,
+                bbox_mAP=metrics['coco/bbox_mAP'],
+                bbox_mAP_50=metrics.get('coco/bbox_mAP_50'),
+                time=time.strftime('%Y-%m-%dT%H:%M:%S'))
+            append_result(results, record)
+            print(f'\n{name} seed {seed} epoch {runner.epoch}: bbox AP '
+                  f'{record["bbox_mAP"]:.3f}, {self.train_seconds / 60:.1f} '
+                  'min of training', flush=True)
+
+    return ConvergenceRecordHook()
+
+
+def work_dir_of(args, name: str, seed: int) -> str:
+    return osp.join(args.work_dir, args.preset, f'{slug(name)}_seed{seed}')
+
+
+def train_one(name: str, seed: int, args) -> None:
+    """One run in this process; resumes from the work dir's last
+    checkpoint."""
+    from mmengine.registry import RUNNERS
+    config = PRESETS[args.preset][name][0]
+    cfg = load_config(config, args.preset, args)
+    cfg.work_dir = work_dir_of(args, name, seed)
+    cfg.randomness = dict(seed=seed)
+    cfg.resume = True  # the work dir's last checkpoint, if any
+    cfg.load_from = None
+    # one checkpoint per epoch, only the latest kept: a killed run loses at
+    # most an epoch
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', interval=1, max_keep_ckpts=1)
+    runner = RUNNERS.build(cfg)
+    # the full log goes to the work dir; the console shows the bar
+    for handler in runner.logger.handlers:
+        if type(handler) is logging.StreamHandler:
+            handler.setLevel(logging.WARNING)
+    runner.register_hook(
+        record_hook(args.results, args.preset, name, seed, config))
+    runner.train()
+
+
+# ----------------------------------------------------------------- driver
+
+
+def _forwarded(args):
+    out = ['--preset', args.preset, '--results', args.results,
+           '--work-dir', args.work_dir, '--val-interval',
+           str(args.val_interval)]
+    for flag, value in (('--epochs', args.epochs),
+                        ('--train-subset', args.train_subset),
+                        ('--threads', args.threads),
+                        ('--data-root', args.data_root)):
+        if value:
+            out += [flag, str(value)]
+    return out
+
+
+def max_epochs_of(name: str, args) -> int:
+    if args.epochs:
+        return args.epochs
+    if args.preset == 'coco':
+        return COCO_SCHEDULE['epochs']
+    return load_config(PRESETS[args.preset][name][0], args.preset,
+                       args).train_cfg.max_epochs
+
+
+def run_all(args) -> None:
+    """Each (seed, model) not finished in the results, in a fresh process."""
+    env = dict(os.environ)
+    if args.threads:
+        env['OMP_NUM_THREADS'] = str(args.threads)
+    for seed in args.seeds:
+        for name in args.models:
+            key = (args.preset, name, seed)
+            epochs = max_epochs_of(name, args)
+            if run_finished(read_results(args.results), key, epochs):
+                print(f'{name} seed {seed}: finished in {args.results}, '
+                      'skipped', flush=True)
+                continue
+            print(f'{name} seed {seed}: training {epochs} epochs in '
+                  f'{work_dir_of(args, name, seed)}', flush=True)
+            proc = subprocess.run(
+                [sys.executable, __file__, '--worker', name, '--seed',
+                 str(seed), *_forwarded(args)], env=env)
+            if proc.returncode:
+                raise RuntimeError(
+                    f'{name} seed {seed} failed (exit {proc.returncode}); '
+                    f'its log is under {work_dir_of(args, name, seed)}')
+
+
+def report(args) -> None:
+    runs = read_results(args.results)
+    pairs = {n: b for n, (_, b) in PRESETS[args.preset].items()}
+    text = results_table(runs, args.preset, pairs)
+    print(text)
+    if args.table:
+        with open(args.table, 'w') as f:
+            f.write(text + '\n')
+    if any(k[0] == args.preset for k in runs):
+        plot(runs, args.preset, args.plot,
+             title=f'{args.preset} preset: COCO bbox AP (val) during '
+             'training')
+        print(f'plot: {args.plot}')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('--preset', choices=list(PRESETS), default='toy')
+    parser.add_argument(
+        '--models', nargs='+', default=None,
+        help='names of the preset (default: all, headline pairs first)')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0])
+    parser.add_argument('--val-interval', type=int, default=2,
+                        help='evaluate every N epochs (and the last)')
+    parser.add_argument('--epochs', type=int, default=None,
+                        help="override the preset's epochs (smoke runs)")
+    parser.add_argument(
+        '--train-subset', type=int, default=None,
+        help='train on the first N training images (coco: of train2017)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch CPU threads per run (OMP_NUM_THREADS)')
+    parser.add_argument('--data-root', default=None,
+                        help='toy data (default: the configs\' '
+                        'data/toy_shapes/; written when missing)')
+    parser.add_argument('--work-dir', default='work_dirs/convergence')
+    parser.add_argument(
+        '--results', default='work_dirs/convergence/results.jsonl',
+        help='JSON lines, appended')
+    parser.add_argument('--table', default=None,
+                        help='also write the results table (markdown) here')
+    parser.add_argument('--plot',
+                        default='work_dirs/convergence/convergence.png')
+    parser.add_argument('--report-only', action='store_true',
+                        help='write the table and plot of the results only')
+    parser.add_argument('--list', action='store_true',
+                        help='print the budget table of the models and exit')
+    parser.add_argument('--worker', help=argparse.SUPPRESS)
+    parser.add_argument('--seed', type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    models = PRESETS[args.preset]
+    if args.models is None:
+        args.models = list(models)
+    unknown = [m for m in args.models if m not in models]
+    if unknown:
+        parser.error(f'--models: {unknown} not in preset {args.preset!r} '
+                     f'(choose from {list(models)})')
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    import mmdet_samdetr  # noqa: F401
+    if args.worker:
+        train_one(args.worker, args.seed, args)
+        return
+    if args.report_only:
+        report(args)
+        return
+    pairs = {n: b for n, (_, b) in models.items()}
+    budgets = {
+        name: budget(load_config(models[name][0], args.preset, args))
+        for name in args.models
+    }
+    print('budget (* differs from the baseline of the pair):')
+    print(budget_table(budgets, pairs), flush=True)
+    if args.list:
+        return
+    if args.preset == 'toy':
+        sys.path.insert(0, osp.join(REPO, 'demo'))
+        from make_toy_dataset import make_toy_dataset
+        make_toy_dataset(args.data_root or osp.join(REPO, 'data',
+                                                    'toy_shapes'))
+    run_all(args)
+    report(args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,154 @@
+# Copyright (c) mmdet_samdetr contributors. All rights reserved.
+"""benchmarks/convergence.py: the toy baselines are mmdet's DETRs at our toy
+budget, and the results bookkeeping, table and plot."""
+import json
+from types import SimpleNamespace
+
+import pytest
+from mmdet.registry import MODELS
+from mmengine.config import Config
+
+from benchmarks import convergence as conv
+from test_align_detr_head import _flat, _strip_scope
+
+TOY = conv.PRESETS['toy']
+BASELINES = [name for name, (_, base) in TOY.items() if base is None]
+# the leaves a toy baseline may change in its mmdet parent's model: sizes,
+# dropout and the class count; every other difference fails the test
+SIZE_LEAVES = {
+    'num_queries', 'num_feature_levels', 'in_channels', 'out_channels',
+    'num_outs', 'num_feats', 'num_layers', 'embed_dims',
+    'feedforward_channels', 'num_levels', 'dropout', 'attn_drop',
+    'ffn_drop', 'num_classes', 'max_per_img', 'num_dn_queries'
+}
+# the budget shared with our toy configs (configs/_base_/toy_shapes.py)
+BUDGET_KEYS = ('train_dataloader', 'val_dataloader', 'test_dataloader',
+               'val_evaluator', 'train_cfg', 'param_scheduler',
+               'default_hooks', 'auto_scale_lr', 'runner_type',
+               'custom_hooks')
+
+
+@pytest.mark.parametrize('name', BASELINES)
+def test_toy_baseline_is_its_mmdet_parent_at_the_toy_budget(name):
+    path = conv.config_file(TOY[name][0])
+    cfg = Config.fromfile(path)
+    parent = Config.fromfile(
+        conv.config_file(Config._get_base_files(path)[0]))
+    ours = _flat(_strip_scope(cfg.model.to_dict()))
+    theirs = _flat(_strip_scope(parent.model.to_dict()))
+    changed = {
+        k for k in set(ours) | set(theirs)
+        if ours.get(k) != theirs.get(k) and not k.startswith('backbone.')
+    }
+    assert changed, 'expected the toy sizes'
+    assert {k.rsplit('.', 1)[-1] for k in changed} <= SIZE_LEAVES, sorted(
+        k for k in changed if k.rsplit('.', 1)[-1] not in SIZE_LEAVES)
+    # the same data, schedule, runtime and backbone as our toy configs
+    ref = 'SAM-DETR' if cfg.model.get('num_feature_levels', 1) == 1 \
+        else 'SAM-DETR++'
+    ours_toy = Config.fromfile(conv.config_file(TOY[ref][0]))
+    for key in BUDGET_KEYS:
+        assert cfg[key] == ours_toy[key], key
+    assert cfg.model.backbone == ours_toy.model.backbone
+    assert cfg.model.num_queries == ours_toy.model.num_queries == 30
+    opt, opt_toy = cfg.optim_wrapper, ours_toy.optim_wrapper
+    assert opt.optimizer.lr == opt_toy.optimizer.lr
+    assert opt.clip_grad == opt_toy.clip_grad
+    assert opt.paramwise_cfg.custom_keys.backbone.lr_mult == 1.0
+    cfg.model.backbone.init_cfg = None
+    MODELS.build(cfg.model)
+
+
+def test_budget_table_stars_what_differs_from_the_baseline():
+    budgets = {
+        'Ours': dict(width=128, queries=30),
+        'Theirs': dict(width=256, queries=30),
+    }
+    table = conv.budget_table(budgets, {'Ours': 'Theirs', 'Theirs': None})
+    rows = {line.split(' | ')[0]: line for line in table.splitlines()}
+    assert rows['| Ours'].startswith('| Ours | Theirs | 128* | 30 |')
+    assert rows['| Theirs'].startswith('| Theirs | - | 256 | 30 |')
+
+
+def _record(model, seed, epoch, ap, seconds, preset='toy'):
+    return dict(preset=preset, model=model, seed=seed, config='c.py',
+                epoch=epoch, train_seconds=seconds, bbox_mAP=ap,
+                bbox_mAP_50=ap, time='t')
+
+
+def test_results_append_dedupe_and_finished(tmp_path):
+    path = str(tmp_path / 'r' / 'results.jsonl')
+    assert not conv.read_results(path)
+    conv.append_result(path, _record('A', 0, 2, 0.1, 60))
+    conv.append_result(path, _record('A', 0, 4, 0.2, 120))
+    # a resumed run evaluating epoch 4 again: the later line wins
+    conv.append_result(path, _record('A', 0, 4, 0.25, 121))
+    runs = conv.read_results(path)
+    assert sorted(runs[('toy', 'A', 0)]) == [2, 4]
+    assert runs[('toy', 'A', 0)][4]['bbox_mAP'] == 0.25
+    assert conv.run_finished(runs, ('toy', 'A', 0), 4)
+    assert not conv.run_finished(runs, ('toy', 'A', 0), 6)
+    assert not conv.run_finished(runs, ('toy', 'A', 1), 4)
+    with open(path, 'a') as f:
+        f.write('{"model": "A"}\n')
+    with pytest.raises(ValueError, match='results.jsonl, line 4'):
+        conv.read_results(path)
+
+
+def _runner(epoch, val_runs):
+    return SimpleNamespace(
+        epoch=epoch, iter=10,
+        train_loop=SimpleNamespace(val_interval=2, max_epochs=4,
+                                   max_iters=10),
+        val_loop=SimpleNamespace(run=lambda: val_runs.append(epoch)))
+
+
+def test_record_hook_counts_time_across_resume_and_reevaluates(tmp_path):
+    path = str(tmp_path / 'results.jsonl')
+    hook = conv.record_hook(path, 'toy', 'A', 1, 'c.py')
+    # the training time survives a checkpoint round trip
+    hook.train_seconds = 42.0
+    checkpoint = {'meta': {}}
+    hook.before_save_checkpoint(None, checkpoint)
+    resumed = conv.record_hook(path, 'toy', 'A', 1, 'c.py')
+    resumed.after_load_checkpoint(None, checkpoint)
+    assert resumed.train_seconds == 42.0
+    # resumed at epoch 2 whose evaluation is missing: evaluates it first
+    val_runs = []
+    resumed.before_train(_runner(2, val_runs))
+    assert val_runs == [2]
+    resumed.after_val_epoch(_runner(2, []), {'coco/bbox_mAP': 0.3})
+    record = json.loads(open(path).read())
+    assert record['epoch'] == 2 and record['seed'] == 1
+    assert record['train_seconds'] == 42.0 and record['bbox_mAP'] == 0.3
+    # present now: not again; epoch 3 is no evaluation epoch
+    val_runs = []
+    resumed.before_train(_runner(2, val_runs))
+    resumed.before_train(_runner(3, val_runs))
+    assert val_runs == []
+    with pytest.raises(RuntimeError, match='no coco/bbox_mAP'):
+        resumed.after_val_epoch(_runner(4, []), {'acc': 1.0})
+
+
+def test_table_and_plot_of_synthetic_results(tmp_path):
+    runs = {}
+    for model, seed, per_epoch in (('Ours', 0, 30.0), ('Ours', 1, 34.0),
+                                   ('Base', 0, 20.0)):
+        runs[('toy', model, seed)] = {
+            e: _record(model, seed, e, 0.1 * e + seed / 100, per_epoch * e)
+            for e in (2, 4)
+        }
+    runs[('coco', 'Other', 0)] = {2: _record('Other', 0, 2, 0.5, 1, 'coco')}
+    pairs = {'Ours': 'Base', 'Base': None}
+    table = conv.results_table(runs, 'toy', pairs)
+    lines = table.splitlines()
+    assert lines[0].startswith('| model | seed | AP@2 | AP@4 |')
+    assert lines[2] == '| Ours | 0 | 0.200 | 0.400 | 30 | 1.50 (Base) |'
+    assert lines[3] == '| Ours | 1 | 0.210 | 0.410 | 34 | 1.70 (Base) |'
+    assert lines[4] == '| Base | 0 | 0.200 | 0.400 | 20 | - |'
+    assert 'Other' not in table
+    out = tmp_path / 'plot.png'
+    conv.plot(runs, 'toy', str(out))
+    assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    with pytest.raises(ValueError, match="no results of preset 'x'"):
+        conv.plot(runs, 'x', str(out))
