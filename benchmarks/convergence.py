@@ -25,7 +25,9 @@ Presets:
     python benchmarks/convergence.py --models SAM-DETR ConditionalDETR \\
         --seeds 0 1
     python benchmarks/convergence.py --report-only             # table + plot
-    python benchmarks/convergence.py --preset coco --train-subset 20000
+    python benchmarks/convergence.py --preset coco --gpus 8 --total-batch 16
+    python benchmarks/convergence.py --preset coco --gpus 8 --total-batch 16 \\
+        --train-subset 20000 --models SAM-DETR ConditionalDETR
 """
 import argparse
 import json
@@ -143,6 +145,12 @@ def load_config(path: str, preset: str, args):
         ]
     if args.train_subset:
         cfg.train_dataloader.dataset.indices = args.train_subset
+    if args.total_batch:
+        processes = max(args.gpus, 1)
+        if args.total_batch % processes:
+            raise ValueError(f'--total-batch {args.total_batch} is not a '
+                             f'multiple of --gpus {args.gpus}')
+        cfg.train_dataloader.batch_size = args.total_batch // processes
     if args.epochs:
         cfg.train_cfg.max_epochs = args.epochs
     cfg.train_cfg.val_interval = args.val_interval
@@ -169,12 +177,12 @@ def budget(cfg) -> dict:
     dn = model.get('dn_cfg') or {}
     return {
         'image': 'x'.join(map(str, resize[0].scale)) if resize else '?',
-        'batch': cfg.train_dataloader.batch_size,
+        'batch/process': cfg.train_dataloader.batch_size,
         'epochs': cfg.train_cfg.max_epochs,
         'lr': cfg.optim_wrapper.optimizer.lr,
         'backbone': f'R{model.backbone.depth} '
         f'({osp.basename(str(backbone_ckpt))})',
-        'levels': model.get('num_feature_levels', 1),
+        'levels': model.neck.get('num_outs', 1),
         'queries': model.num_queries,
         'dn queries': dn.get('group_cfg', {}).get('num_dn_queries', 0),
         'enc/dec layers': f'{model.encoder.num_layers}/'
@@ -402,6 +410,7 @@ def train_one(name: str, seed: int, args) -> None:
     config = PRESETS[args.preset][name][0]
     cfg = load_config(config, args.preset, args)
     cfg.work_dir = work_dir_of(args, name, seed)
+    cfg.launcher = 'pytorch' if args.gpus > 1 else 'none'
     cfg.randomness = dict(seed=seed)
     cfg.resume = True  # the work dir's last checkpoint, if any
     cfg.load_from = None
@@ -414,8 +423,9 @@ def train_one(name: str, seed: int, args) -> None:
     for handler in runner.logger.handlers:
         if type(handler) is logging.StreamHandler:
             handler.setLevel(logging.WARNING)
-    runner.register_hook(
-        record_hook(args.results, args.preset, name, seed, config))
+    if runner.rank == 0:
+        runner.register_hook(
+            record_hook(args.results, args.preset, name, seed, config))
     runner.train()
 
 
@@ -428,6 +438,8 @@ def _forwarded(args):
            str(args.val_interval)]
     for flag, value in (('--epochs', args.epochs),
                         ('--train-subset', args.train_subset),
+                        ('--gpus', args.gpus),
+                        ('--total-batch', args.total_batch),
                         ('--threads', args.threads),
                         ('--data-root', args.data_root)):
         if value:
@@ -459,9 +471,13 @@ def run_all(args) -> None:
                 continue
             print(f'{name} seed {seed}: training {epochs} epochs in '
                   f'{work_dir_of(args, name, seed)}', flush=True)
+            launch = [sys.executable]
+            if args.gpus > 1:
+                launch += ['-m', 'torch.distributed.run',
+                           f'--nproc_per_node={args.gpus}']
             proc = subprocess.run(
-                [sys.executable, __file__, '--worker', name, '--seed',
-                 str(seed), *_forwarded(args)], env=env)
+                [*launch, __file__, '--worker', name, '--seed', str(seed),
+                 *_forwarded(args)], env=env)
             if proc.returncode:
                 raise RuntimeError(
                     f'{name} seed {seed} failed (exit {proc.returncode}); '
@@ -500,6 +516,14 @@ def main(argv=None):
     parser.add_argument(
         '--train-subset', type=int, default=None,
         help='train on the first N training images (coco: of train2017)')
+    parser.add_argument(
+        '--gpus', type=int, default=0,
+        help='processes per run (torch.distributed.run, one GPU each); '
+        '0 or 1: one process')
+    parser.add_argument(
+        '--total-batch', type=int, default=None,
+        help='images per iteration over all processes, the same for every '
+        'model (default: each config\'s batch per process)')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads per run (OMP_NUM_THREADS)')
     parser.add_argument('--data-root', default=None,
