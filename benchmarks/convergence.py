@@ -172,7 +172,10 @@ def budget(cfg) -> dict:
         t for t in cfg.val_dataloader.dataset.pipeline if t.type == 'Resize'
     ]
     layer = model.encoder.get('layer_cfg', {})
-    dec_layer = model.decoder.get('layer_cfg', {})
+    ffn = [
+        part.get('layer_cfg', {}).get('ffn_cfg', {}).get(
+            'feedforward_channels') for part in (model.encoder, model.decoder)
+    ]
     backbone_ckpt = (model.backbone.get('init_cfg') or {}).get('checkpoint')
     dn = model.get('dn_cfg') or {}
     return {
@@ -188,8 +191,7 @@ def budget(cfg) -> dict:
         'enc/dec layers': f'{model.encoder.num_layers}/'
         f'{model.decoder.num_layers}',
         'width': layer.get('self_attn_cfg', {}).get('embed_dims'),
-        'FFN enc/dec': f"{layer.get('ffn_cfg', {}).get('feedforward_channels')}"
-        f"/{dec_layer.get('ffn_cfg', {}).get('feedforward_channels')}",
+        'FFN enc/dec': f'{ffn[0]}/{ffn[1]}',
     }
 
 
