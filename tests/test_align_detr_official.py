@@ -12,8 +12,6 @@ with our converter, loaded strictly and run through mmdet's pipeline.
 import json
 import math
 import os.path as osp
-import subprocess
-import sys
 import zlib
 
 import pytest
@@ -25,6 +23,7 @@ from mmengine.registry import RUNNERS
 
 from conftest import REPO, config_path
 from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint
+from mmdet_samdetr.utils.convert_official import align_detr_official_keys
 
 FIXTURE = osp.join(REPO, 'tests', 'fixtures',
                    'align_detr_official_outputs.json')
@@ -111,8 +110,12 @@ def test_converter_accepts_detectron2_and_bare_state_dicts(
         official, converted):
     assert converted['meta']['num_classes'] == 80
     assert converted['meta']['official_iteration'] == 89999
-    assert 'align-detr-ia-bce-4scale_r50_8xb2-{12,24}e' in \
-        converted['meta']['config']
+    # detectron2's iteration 89999 of a batch-16 run: the 12-epoch schedule
+    assert converted['meta']['config'] == \
+        'align_detr/align-detr-ia-bce-4scale_r50_8xb2-12e_coco.py'
+    assert converted['meta']['alternatives'] == [
+        'align_detr/align-detr-4scale_r50_8xb2-12e_coco.py'
+    ]
     state = converted['state_dict']
     # 578 distinct tensors + mmdet's 53 BatchNorm step counters
     assert len(state) == 631
@@ -122,12 +125,25 @@ def test_converter_accepts_detectron2_and_bare_state_dicts(
     assert list(bare['state_dict']) == list(state)
     for key, value in bare['state_dict'].items():
         assert torch.equal(value, state[key]), key
+    # no iteration: both schedules offered
+    assert bare['meta']['alternatives'] == [
+        'align_detr/align-detr-ia-bce-4scale_r50_8xb2-24e_coco.py',
+        'align_detr/align-detr-4scale_r50_8xb2-12e_coco.py',
+        'align_detr/align-detr-4scale_r50_8xb2-24e_coco.py'
+    ]
+
+
+def test_the_converters_key_list_is_the_official_one(fixture):
+    keys = [name for name, _ in official_keys(fixture)]
+    assert align_detr_official_keys() == [
+        k for k in keys if not k.startswith(HEAD_COPIES)
+    ]
 
 
 def tiny_official(fixture):
-    """The official keys with small tensors (the converter reads names and
-    the class count): entry i is ``shape[0]`` times i, the head copies
-    equal to the heads."""
+    """The official keys with small tensors (the converter reads names, the
+    class, level and query counts): entry i is ``shape[0]`` times i, the
+    head copies equal to the heads."""
     state = {
         name: torch.full(shape[:1], float(i))
         for i, (name, shape) in enumerate(official_keys(fixture))
@@ -138,60 +154,95 @@ def tiny_official(fixture):
     return state
 
 
+def refused(state, match, error=UnknownLayoutError):
+    with pytest.raises(error) as info:
+        convert_checkpoint(state)
+    assert match in str(info.value), str(info.value)
+
+
 def test_converter_refuses_what_it_does_not_know(fixture):
     state = tiny_official(fixture)
-    # an entry the official layout does not have: named, even among others
+    # entries the official layout does not have: the first is named
     extra = dict(state)
     extra['transformer.decoder.layers.2.attentions.2.value_proj.weight'] = \
         torch.zeros(1)
     extra['transformer.extra.weight'] = torch.zeros(1)
-    with pytest.raises(UnknownLayoutError) as error:
-        convert_checkpoint(dict(model=extra))
-    assert ("the first: 'transformer.decoder.layers.2.attentions.2."
-            "value_proj.weight'") in str(error.value)
-    assert '2 keys' in str(error.value)
-    # a head copy that is not the head
+    refused(
+        dict(model=extra), "2 keys unknown to the official Align-DETR "
+        "(detrex DINO-4scale R50) layout, the first: 'transformer.decoder."
+        "layers.2.attentions.2.value_proj.weight'")
+    # a 5-scale DINO: its fifth neck level is not in the layout
+    five = dict(state)
+    five['transformer.level_embeds'] = torch.zeros(5, 256)
+    five['neck.convs.3.conv.weight'] = torch.zeros(256)
+    refused(five, "the first: 'neck.convs.3.conv.weight'")
+    del five['neck.convs.3.conv.weight']
+    refused(five, 'feature levels: the checkpoint has 5 (level_embed '
+            '(5, 256)), the Align-DETR configs 4')
+    fewer = dict(state, **{'transformer.tgt_embed.weight': torch.zeros(300)})
+    refused(fewer, 'queries: the checkpoint has 300')
+    # an incomplete file: the first missing key is named
+    partial = {k: v for k, v in state.items() if '.layers.5.' not in k}
+    refused(
+        partial, "38 keys of the official Align-DETR (detrex DINO-4scale R50)"
+        " layout are missing, the first: 'transformer.encoder.layers.5.")
+    # a head copy that is not the head, or without its head
     copy = dict(state)
     copy['transformer.decoder.class_embed.3.bias'] = torch.zeros(1)
-    with pytest.raises(UnknownLayoutError, match='shares'):
-        convert_checkpoint(copy)
+    refused(copy, 'differs from class_embed.3.bias')
+    del copy['class_embed.3.bias']
+    refused(copy, 'class_embed.3.bias is missing')
     with pytest.raises(ValueError, match='80 classes'):
         convert_checkpoint(dict(model=state), num_classes=91)
-    with pytest.raises(UnknownLayoutError, match="first key is 'stem.w'"):
-        convert_checkpoint({'stem.w': torch.zeros(1)})
-    with pytest.raises(UnknownLayoutError, match='no state dict'):
-        convert_checkpoint(dict(model=dict(model=state)))
+    # not an official state dict at all
+    refused({'stem.w': torch.zeros(1)}, "first key is 'stem.w'")
+    refused(dict(model=dict(model=state)), "'model' is a builtins.dict")
+    refused(dict(model={'w': torch.zeros(1).numpy()}),
+            "'w' is a numpy.ndarray, not a tensor")
+    refused(dict(state_dict=state, meta={}), 'converted already?')
+    refused([state], 'got list')
 
 
-def test_cli_converts_a_detectron2_checkpoint(fixture, tmp_path):
+def test_cli_converts_what_detrex_saves_and_names_bad_files(
+        fixture, tmp_path, capsys):
+    from tools.convert_official_checkpoint import main
     src, dst = tmp_path / 'model_final.pth', tmp_path / 'ours.pth'
     state = tiny_official(fixture)
-    # detectron2's DetectionCheckpointer: model, optimizer, scheduler,
-    # iteration
+    # detrex's train_net.py: DetectionCheckpointer(model, trainer=trainer)
     torch.save(
         dict(
             model=state,
-            optimizer=dict(state={}, param_groups=[dict(lr=1e-5)]),
-            scheduler=dict(base_lrs=[1e-4], last_epoch=89999),
-            iteration=89999), src)
-    tool = osp.join(REPO, 'tools', 'convert_official_checkpoint.py')
-    out = subprocess.run([sys.executable, tool, str(src), str(dst)],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert 'Align-DETR (DINO-4scale), 80 classes' in out.stdout
-    assert 'align_detr/align-detr-ia-bce-4scale_r50_8xb2-{12,24}e' in \
-        out.stdout
+            trainer=dict(
+                iteration=179999,
+                hooks={},
+                optimizer=dict(state={}, param_groups=[dict(lr=1e-5)])),
+            iteration=179999), src)
+    assert main([str(src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert 'Align-DETR (detrex DINO-4scale R50), 80 classes, 24 epochs' in out
+    assert ('use with configs/align_detr/align-detr-ia-bce-4scale_r50_8xb2-'
+            '24e_coco.py\n  or configs/align_detr/align-detr-4scale_r50_'
+            '8xb2-24e_coco.py\n') in out
     converted = torch.load(dst, weights_only=True)
-    assert converted['meta']['official_iteration'] == 89999
+    assert converted['meta']['official_iteration'] == 179999
     ours = converted['state_dict']
     assert torch.equal(ours['bbox_head.reg_branches.6.4.bias'],
                        state['bbox_embed.6.layers.2.bias'])
     assert torch.equal(ours['backbone.layer4.2.bn3.running_var'],
                        state['backbone.res5.2.conv3.norm.running_var'])
-    out = subprocess.run(
-        [sys.executable, tool, str(src), str(dst), '--num-classes', '91'],
-        capture_output=True, text=True)
-    assert out.returncode == 1 and '80 classes' in out.stderr
+    assert main([str(src), str(dst), '--num-classes', '91']) == 1
+    assert '80 classes' in capsys.readouterr().err
+    # what a download link's page or a cut download gives
+    page = tmp_path / 'page.pth'
+    page.write_text('<!DOCTYPE html><html><head><title>Google Drive')
+    assert main([str(page), str(dst)]) == 1
+    err = capsys.readouterr().err
+    assert f'{page} is not a checkpoint written by torch.save: an HTML ' \
+        'page' in err
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(src.read_bytes()[:4096])
+    assert main([str(cut), str(dst)]) == 1
+    assert 'an incomplete zip archive' in capsys.readouterr().err
 
 
 def test_converted_weights_give_the_official_outputs(fixture, converted):

@@ -16,7 +16,8 @@ from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import load_from_local
 from mmengine.utils import digit_version
 
-from mmdet_samdetr.engine import (SafeLoadingRunner, UntrustedCheckpointError,
+from mmdet_samdetr.engine import (NotACheckpointError, SafeLoadingRunner,
+                                  UntrustedCheckpointError,
                                   load_from_local_safely,
                                   safe_checkpoint_loading)
 from mmdet_samdetr.engine import checkpoint
@@ -134,6 +135,37 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path, payload,
     assert ('system' in message if payload == 'system' else
             '__subclasses__' in message), message
     assert not marker.exists()
+
+
+def test_refusal_names_the_global_without_torchs_advice(tmp_path, loading):
+    import fractions
+    path = tmp_path / 'with_fraction.pth'
+    torch.save(dict(model=dict(w=torch.zeros(1)),
+                    trainer=dict(hooks=dict(x=fractions.Fraction(1, 2)))),
+               path)
+    with pytest.raises(UntrustedCheckpointError) as info:
+        load_safely(path)
+    message = str(info.value)
+    assert 'Unsupported global: GLOBAL fractions.Fraction' in message
+    # torch's advice to load fully or allow globals process-wide is left out
+    for advice in ('weights_only` set to `False', 'add_safe_globals',
+                   'Re-running'):
+        assert advice not in message, message
+
+
+@pytest.mark.parametrize('content,what', [
+    (b'<!DOCTYPE html>\n<html><head><title>Google Drive', 'an HTML page'),
+    (b'', 'empty'),
+    (b'PK\x03\x04' + b'\x00' * 64, 'an incomplete zip archive'),
+    (b'model: 1\n', "it starts with b'model: 1\\n'"),
+])
+def test_a_file_torch_did_not_write_is_named(tmp_path, content, what):
+    path = tmp_path / 'download.pth'
+    path.write_bytes(content)
+    with pytest.raises(NotACheckpointError) as info:
+        load_safely(path)
+    assert str(info.value).startswith(
+        f'{path} is not a checkpoint written by torch.save: {what}')
 
 
 class _Custom:

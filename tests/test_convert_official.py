@@ -2,8 +2,6 @@
 """Converter: synthetic official state dicts built from the key listings."""
 import argparse
 import os.path as osp
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -146,26 +144,23 @@ def test_refuses_unknown_layouts():
         convert_checkpoint(dict(model={'conv.weight': torch.zeros(1)}))
 
 
-def test_cli_reports_and_refuses(tmp_path):
+def test_cli_reports_and_refuses(tmp_path, capsys):
+    from tools.convert_official_checkpoint import main
     src = tmp_path / 'official.pth'
     # as the official checkpoints: the training arguments pickled too
     torch.save(dict(model=synthetic_state_dict('ss_smca_e12.txt'),
                     args=argparse.Namespace(lr=1e-4, smca=True)), src)
     dst = tmp_path / 'ours.pth'
-    tool = osp.join(REPO, 'tools', 'convert_official_checkpoint.py')
-    out = subprocess.run([sys.executable, tool, str(src), str(dst)],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert 'SMCA=True' in out.stdout and 'sam-detr-smca' in out.stdout
+    assert main([str(src), str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert 'SMCA=True' in out and 'sam-detr-smca' in out
     assert set(torch.load(dst, weights_only=True)) == {'state_dict', 'meta'}
     state = synthetic_state_dict('ms_smca_e12.txt')
     torch.save(dict(model=state), src)
-    out = subprocess.run([sys.executable, tool, str(src), str(dst)],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert 'sam_detr_pp/sam-detr-pp-smca_r50_8xb2-12e_coco.py' in out.stdout
+    assert main([str(src), str(dst)]) == 0
+    assert 'sam_detr_pp/sam-detr-pp-smca_r50_8xb2-12e_coco.py' in \
+        capsys.readouterr().out
     del state['transformer.level_embed']
     torch.save(dict(model=state), src)
-    out = subprocess.run([sys.executable, tool, str(src), str(dst)],
-                         capture_output=True, text=True)
-    assert out.returncode == 1 and 'not an official' in out.stderr
+    assert main([str(src), str(dst)]) == 1
+    assert 'not an official' in capsys.readouterr().err

@@ -8,9 +8,11 @@ Recognises the layout from the keys: SAM-DETR (ZhangGongjie/SAM-DETR; with
 GroupNorm for the 12-epoch runs, SMCA, multi-scale) or Align-DETR
 (FelixCaae/AlignDETR, detrex's DINO-4scale R50), and prints the matching
 config. The file is read with torch's ``weights_only=True``; besides tensors
-it may hold the official training arguments (``argparse.Namespace``) and
-plain containers, nothing else (see ``mmdet_samdetr.engine.checkpoint`` for
-the opt-in that loads a full pickle).
+it may hold what a Runner checkpoint holds (plain containers, numpy arrays,
+mmengine's ``HistoryBuffer``) and the official SAM-DETR training arguments
+(``argparse.Namespace``), nothing else (see ``mmdet_samdetr.engine.checkpoint``
+for the opt-in that loads a full pickle). A file that ``torch.save`` did not
+write (a download link's web page, a truncated download) is named as such.
 """
 import argparse
 import os.path as osp
@@ -18,7 +20,8 @@ import sys
 
 import torch
 
-from mmdet_samdetr.engine import (UntrustedCheckpointError, allowed_globals,
+from mmdet_samdetr.engine import (NotACheckpointError,
+                                  UntrustedCheckpointError, allowed_globals,
                                   load_from_local_safely)
 from mmdet_samdetr.utils import UnknownLayoutError, convert_checkpoint
 
@@ -43,8 +46,11 @@ def main(argv=None) -> int:
     with allowed_globals([argparse.Namespace]):
         try:
             checkpoint = load_from_local_safely(args.src, map_location='cpu')
-        except UntrustedCheckpointError as e:
+        except (UntrustedCheckpointError, NotACheckpointError) as e:
             print(f'error: {e}', file=sys.stderr)
+            return 1
+        except (RuntimeError, EOFError) as e:  # torch's reader: corrupt
+            print(f'error: {args.src} cannot be read ({e})', file=sys.stderr)
             return 1
     try:
         converted = convert_checkpoint(checkpoint, args.num_classes)
@@ -55,6 +61,10 @@ def main(argv=None) -> int:
     meta = converted['meta']
     print(f'wrote {args.dst}: {len(converted["state_dict"])} tensors, '
           f'{meta["summary"]}\nuse with configs/{meta["config"]}')
+    for config in meta.get('alternatives', []):
+        print(f'  or configs/{config}')
+    if 'config_note' in meta:
+        print(f'({meta["config_note"]})')
     return 0
 
 

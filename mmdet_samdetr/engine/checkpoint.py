@@ -43,6 +43,7 @@ import os
 import os.path as osp
 import pickle
 import types
+import zipfile
 from typing import Dict, Iterable
 
 import numpy as np
@@ -98,6 +99,42 @@ class UntrustedCheckpointError(pickle.UnpicklingError):
     """A checkpoint asks for objects outside the allow-list."""
 
 
+class NotACheckpointError(ValueError):
+    """The file is not one that ``torch.save`` writes (a web page, a
+    truncated download, another format)."""
+
+
+def check_is_torch_file(filename: str) -> None:
+    """Refuse a file that ``torch.save`` did not write, before unpickling.
+
+    ``torch.save`` writes a zip archive (or, in its legacy format, a pickle,
+    which starts with the byte 0x80).
+
+    Raises:
+        NotACheckpointError: Naming the file and what it looks like: an HTML
+            page (a download link's page saved instead of the file), an
+            incomplete zip archive (a truncated download), an empty file, or
+            its first bytes.
+    """
+    if zipfile.is_zipfile(filename):
+        return
+    with open(filename, 'rb') as f:
+        head = f.read(32)
+    if head[:1] == b'\x80':
+        return
+    if head.lstrip().lower().startswith((b'<!doctype html', b'<html')):
+        what = ('an HTML page (the page of a download link, not the file: '
+                'download the file itself)')
+    elif head[:2] == b'PK':
+        what = 'an incomplete zip archive (a truncated download?)'
+    elif not head:
+        what = 'empty'
+    else:
+        what = f'it starts with {head[:16]!r}'
+    raise NotACheckpointError(
+        f'{filename} is not a checkpoint written by torch.save: {what}')
+
+
 # torch >= 2.5: extra globals allowed in weights_only loads inside a block
 HAS_SAFE_GLOBALS = hasattr(torch.serialization, 'safe_globals')
 
@@ -134,12 +171,17 @@ def _trusted(filename: str) -> bool:
 
 
 def _unpickler_reason(err: Exception) -> str:
-    """What torch's weights-only unpickler refused, without its boilerplate
-    (the first line, about torch 2.6, and the last, a documentation link)."""
+    """What torch's weights-only unpickler refused, without its advice (to
+    load with ``weights_only=False`` or to allow the global for the whole
+    process, which this loader does not offer) and documentation links."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     boilerplate = ('Weights only load failed', 'Check the documentation',
-                   'Please file an issue')
-    kept = [line for line in lines if not line.startswith(boilerplate)]
+                   'Please file an issue', '(1)', '(2)')
+    kept = [
+        line.replace('WeightsUnpickler error: ', '').split(
+            ' Please use `torch.serialization')[0] for line in lines
+        if not line.startswith(boilerplate)
+    ]
     return ' '.join(kept) or type(err).__name__
 
 
@@ -157,10 +199,13 @@ def load_from_local_safely(filename: str, map_location=None):
     Raises:
         UntrustedCheckpointError: The file needs globals outside
             :data:`RUNNER_CHECKPOINT_GLOBALS` (nothing of it has run).
+        NotACheckpointError: The file is not one ``torch.save`` writes
+            (:func:`check_is_torch_file`).
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
+    check_is_torch_file(filename)
     if _trusted(filename):
         return torch.load(
             filename, map_location=map_location, weights_only=False)

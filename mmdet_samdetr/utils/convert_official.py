@@ -167,7 +167,8 @@ def _rename_all(state_dict: Dict[str, torch.Tensor],
         (it raised :class:`UnknownLayoutError`), in state-dict order.
 
     Raises:
-        UnknownLayoutError: A duplicate differs from its module.
+        UnknownLayoutError: A duplicate differs from its module or has no
+            module.
     """
     out = OrderedDict()
     unknown: List[str] = []
@@ -179,8 +180,11 @@ def _rename_all(state_dict: Dict[str, torch.Tensor],
             continue
         if new is None:
             shared = key[len(shared_prefix):]
-            if shared in state_dict and not torch.equal(
-                    state_dict[shared], value):
+            if shared not in state_dict:
+                raise UnknownLayoutError(
+                    f'{key} is there but {shared} is missing; the official '
+                    'model stores these shared modules under both names')
+            if not torch.equal(state_dict[shared], value):
                 raise UnknownLayoutError(
                     f'{key} differs from {shared}; the official model shares '
                     'these modules')
@@ -252,11 +256,69 @@ def convert_state_dict(state_dict: Dict[str, torch.Tensor],
 # detectron2 ResNet and checkpoints) -> mmdet's DINO modules. The four
 # released checkpoints share one network; their loss differs.
 
-ALIGN_DETR_CONFIG = (
-    'align_detr/align-detr-ia-bce-4scale_r50_8xb2-{12,24}e_coco.py (the '
-    'released IA-BCE checkpoints) or align_detr/align-detr-4scale_r50_'
-    '8xb2-{12,24}e_coco.py (the Align Loss ones, * in the official '
-    'README); for evaluation any of them: the network is the same')
+# detectron2 iterations (batch 16) of the released schedules
+ALIGN_DETR_SCHEDULES = {90000: 12, 180000: 24}
+ALIGN_DETR_NUM_LEVELS = 4
+ALIGN_DETR_NUM_QUERIES = 900
+_RESNET50_BLOCKS = (3, 4, 6, 3)  # res2..res5
+_NUM_LAYERS = 6  # encoder and decoder
+
+
+def align_detr_official_keys() -> List[str]:
+    """Every key of the official Align-DETR state dict (detrex's DINO-4scale
+    R50: 6 encoder and 6 decoder layers, 7 prediction heads), without the
+    decoder's copies of the heads; state-dict order."""
+    wb = ('weight', 'bias')
+    bn = ('weight', 'bias', 'running_mean', 'running_var')
+    attn = [f'{m}.{p}' for m in ('sampling_offsets', 'attention_weights',
+                                 'value_proj', 'output_proj') for p in wb]
+    ffn = [f'ffns.0.layers.{i}.{p}' for i in ('0.0', '1') for p in wb]
+    keys = ['backbone.stem.conv1.weight'
+            ] + [f'backbone.stem.conv1.norm.{p}' for p in bn]
+    for stage, blocks in enumerate(_RESNET50_BLOCKS, start=2):
+        for block in range(blocks):
+            prefix = f'backbone.res{stage}.{block}.'
+            convs = (['shortcut'] if block == 0 else []) + [
+                'conv1', 'conv2', 'conv3'
+            ]
+            for conv in convs:
+                keys += [prefix + conv + '.weight'
+                         ] + [f'{prefix}{conv}.norm.{p}' for p in bn]
+    for conv in ('convs.0', 'convs.1', 'convs.2', 'extra_convs.0'):
+        keys += [f'neck.{conv}.{m}.{p}' for m in ('conv', 'norm') for p in wb]
+    keys.append('transformer.level_embeds')
+    for i in range(_NUM_LAYERS):
+        prefix = f'transformer.encoder.layers.{i}.'
+        keys += [prefix + 'attentions.0.' + k for k in attn]
+        keys += [prefix + k for k in ffn]
+        keys += [f'{prefix}norms.{j}.{p}' for j in range(2) for p in wb]
+    for i in range(_NUM_LAYERS):
+        prefix = f'transformer.decoder.layers.{i}.'
+        keys += [
+            prefix + 'attentions.0.attn.' + k
+            for k in ('in_proj_weight', 'in_proj_bias', 'out_proj.weight',
+                      'out_proj.bias')
+        ]
+        keys += [prefix + 'attentions.1.' + k for k in attn]
+        keys += [prefix + k for k in ffn]
+        keys += [f'{prefix}norms.{j}.{p}' for j in range(3) for p in wb]
+    keys += [
+        f'transformer.decoder.{m}.{p}'
+        for m in ('ref_point_head.layers.0', 'ref_point_head.layers.1',
+                  'norm') for p in wb
+    ]
+    keys += ['transformer.tgt_embed.weight'] + [
+        f'transformer.{m}.{p}' for m in ('enc_output', 'enc_output_norm')
+        for p in wb
+    ]
+    keys += [f'class_embed.{i}.{p}' for i in range(7) for p in wb]
+    keys += [
+        f'bbox_embed.{i}.layers.{j}.{p}' for i in range(7) for j in range(3)
+        for p in wb
+    ]
+    keys.append('label_enc.weight')
+    return keys
+
 
 _Template = Union[str, Callable[[re.Match], str]]
 _DEFORM_ATTN = r'(sampling_offsets|attention_weights|value_proj|output_proj)'
@@ -303,6 +365,9 @@ _ALIGN_DETR_RULES: List[Tuple[str, _Template]] = [
 ]
 
 
+_ALIGN_DETR_KEYS = frozenset(align_detr_official_keys())
+
+
 def map_align_detr_key(key: str) -> Optional[str]:
     """Our name of an official Align-DETR key; None for the decoder's copies
     of the prediction heads (``transformer.decoder.{class,bbox}_embed.*``,
@@ -313,6 +378,8 @@ def map_align_detr_key(key: str) -> Optional[str]:
     """
     if re.match(r'transformer\.decoder\.(class|bbox)_embed\.', key):
         return None
+    if key not in _ALIGN_DETR_KEYS:
+        raise UnknownLayoutError(f'unknown key {key!r}')
     for pattern, template in _ALIGN_DETR_RULES:
         m = re.fullmatch(pattern, key)
         if m is not None:
@@ -321,38 +388,70 @@ def map_align_detr_key(key: str) -> Optional[str]:
 
 
 def convert_align_detr_state_dict(
-        state_dict: Dict[str, torch.Tensor]) -> Tuple[OrderedDict, dict]:
+        state_dict: Dict[str, torch.Tensor],
+        iteration: Optional[int] = None) -> Tuple[OrderedDict, dict]:
     """Official Align-DETR ``model`` state dict -> ours.
 
     The class rows stay as they are: detectron2's contiguous COCO ids
-    (sorted category ids) are mmdet's ``CocoDataset`` order.
+    (sorted category ids) are mmdet's ``CocoDataset`` order. detrex's own
+    DINO-4scale R50 checkpoints have the same layout.
 
     Args:
         state_dict (dict): The official ``checkpoint['model']`` (detrex's
             DINO: ``backbone.stem``/``res2``-``res5``, ``neck``,
             ``transformer``, ``class_embed``, ``bbox_embed``,
-            ``label_enc``), with or without the decoder's duplicates of the
-            heads.
+            ``label_enc``; :func:`align_detr_official_keys`), with or
+            without the decoder's copies of the heads.
+        iteration (int, optional): detectron2's iteration of the
+            checkpoint; picks the 12- or 24-epoch config.
 
     Returns:
         tuple: Our state dict (mmdet's DINO keys, for
         ``configs/align_detr``) and a description (``num_classes``,
-        ``config``, ``summary``).
+        ``config``, ``alternatives``, ``summary``).
 
     Raises:
-        UnknownLayoutError: A key outside the official layout (the first one
-            is named), or a duplicate that differs from its module.
+        UnknownLayoutError: A key outside the official layout or one of it
+            missing (the first of either is named), a head copy that
+            differs from its head or has no head, or a level or query count
+            other than the configs' (4, 900).
     """
     out, unknown = _rename_all(state_dict, map_align_detr_key,
                                'transformer.decoder.')
-    _refuse_unknown(unknown, 'Align-DETR (detrex DINO)')
+    _refuse_unknown(unknown, 'Align-DETR (detrex DINO-4scale R50)')
+    missing = [k for k in align_detr_official_keys() if k not in state_dict]
+    if missing:
+        raise UnknownLayoutError(
+            f'{len(missing)} keys of the official Align-DETR (detrex '
+            f'DINO-4scale R50) layout are missing, the first: '
+            f'{missing[0]!r}')
+    for key, size, what in (('level_embed', ALIGN_DETR_NUM_LEVELS,
+                             'feature levels'),
+                            ('query_embedding.weight',
+                             ALIGN_DETR_NUM_QUERIES, 'queries')):
+        if out[key].shape[0] != size:
+            raise UnknownLayoutError(
+                f'{what}: the checkpoint has {out[key].shape[0]} '
+                f'({key} {tuple(out[key].shape)}), the Align-DETR configs '
+                f'{size}')
     _add_num_batches_tracked(out)
-    num_classes = out['bbox_head.cls_branches.0.weight'].shape[0] if \
-        'bbox_head.cls_branches.0.weight' in out else None
+    num_classes = out['bbox_head.cls_branches.0.weight'].shape[0]
+    epochs = ALIGN_DETR_SCHEDULES.get(
+        iteration + 1 if isinstance(iteration, int) else None)
+    schedules = [epochs] if epochs else sorted(ALIGN_DETR_SCHEDULES.values())
+    configs = [
+        f'align_detr/align-detr{loss}-4scale_r50_8xb2-{e}e_coco.py'
+        for loss in ('-ia-bce', '') for e in schedules
+    ]
     meta = dict(
         num_classes=num_classes,
-        config=ALIGN_DETR_CONFIG,
-        summary=f'Align-DETR (DINO-4scale), {num_classes} classes')
+        config=configs[0],
+        alternatives=configs[1:],
+        summary=f'Align-DETR (detrex DINO-4scale R50), {num_classes} '
+        'classes' + (f', {epochs} epochs' if epochs else ''),
+        config_note='the -ia-bce configs train with the released IA-BCE '
+        'loss, the others with the Align Loss (* in the official README); '
+        'any of them evaluates the checkpoint (the same network)')
     return out, meta
 
 
@@ -371,27 +470,44 @@ def convert_checkpoint(checkpoint: dict,
             the 80 COCO classes in mmdet's order already.
 
     Raises:
-        UnknownLayoutError: No state dict, or a layout this converter does
-            not know (naming the first unknown key).
-        ValueError: ``num_classes`` given for an Align-DETR checkpoint.
+        UnknownLayoutError: No state dict (naming the first entry that is
+            not a tensor), a file converted already, or a layout this
+            converter does not know (naming the first unknown key).
+        ValueError: ``num_classes`` other than 80 for an Align-DETR
+            checkpoint.
     """
+    if not isinstance(checkpoint, dict):
+        raise UnknownLayoutError(
+            'expected a checkpoint dict or a state dict, got '
+            f'{type(checkpoint).__name__}')
+    if 'state_dict' in checkpoint and 'model' not in checkpoint:
+        raise UnknownLayoutError(
+            'an mmengine checkpoint ("state_dict"): converted already? '
+            'Give it to the config as it is')
     state_dict = checkpoint.get('model', checkpoint)
-    if not isinstance(state_dict, dict) or not state_dict or not all(
-            isinstance(v, torch.Tensor) for v in state_dict.values()):
+    if not isinstance(state_dict, dict) or not state_dict:
         raise UnknownLayoutError('no state dict found (expected the key '
                                  '"model" or a dict of tensors)')
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise UnknownLayoutError(
+                f'{key!r} is a {type(value).__module__}.'
+                f'{type(value).__name__}, not a tensor: not a state dict '
+                'that torch.save wrote (the model zoos publish .pth files)')
     if 'backbone.stem.conv1.weight' in state_dict:
         if num_classes not in (None, 80):
             raise ValueError(
                 f'num_classes={num_classes}: the official Align-DETR '
                 'checkpoints have 80 classes, in mmdet\'s COCO order')
-        converted, meta = convert_align_detr_state_dict(state_dict)
-        meta['source'] = 'official Align-DETR (detrex)'
         iteration = checkpoint.get('iteration')
+        converted, meta = convert_align_detr_state_dict(
+            state_dict, iteration if isinstance(iteration, int) else None)
+        meta['source'] = 'official Align-DETR (detrex)'
+        if isinstance(iteration, int):
+            meta['official_iteration'] = iteration
     elif any(key.startswith('backbone.0.body.') for key in state_dict):
         converted, meta = convert_state_dict(state_dict, num_classes or 80)
         meta['source'] = 'official SAM-DETR'
-        iteration = None
     else:
         raise UnknownLayoutError(
             'not an official SAM-DETR (backbone.0.body.*) or Align-DETR '
@@ -399,6 +515,4 @@ def convert_checkpoint(checkpoint: dict,
             f'{next(iter(state_dict))!r}')
     if isinstance(checkpoint.get('epoch'), int):
         meta['official_epoch'] = checkpoint['epoch']
-    if isinstance(iteration, int):
-        meta['official_iteration'] = iteration
     return dict(state_dict=converted, meta=meta)
