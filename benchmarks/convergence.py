@@ -166,8 +166,15 @@ def load_config(path: str, preset: str, args):
 
 
 def budget(cfg) -> dict:
-    """The budget keys of a config, for the side-by-side table."""
+    """The budget keys of a config, for the side-by-side table (builds
+    the model to count its parameters)."""
+    import copy
+
+    from mmdet.registry import MODELS
     model = cfg.model
+    built = copy.deepcopy(model)
+    built.backbone.init_cfg = None
+    params = sum(p.numel() for p in MODELS.build(built).parameters())
     resize = [
         t for t in cfg.val_dataloader.dataset.pipeline if t.type == 'Resize'
     ]
@@ -192,6 +199,7 @@ def budget(cfg) -> dict:
         f'{model.decoder.num_layers}',
         'width': layer.get('self_attn_cfg', {}).get('embed_dims'),
         'FFN enc/dec': f'{ffn[0]}/{ffn[1]}',
+        'params': f'{params / 1e6:.2f} M',
     }
 
 
