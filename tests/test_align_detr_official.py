@@ -225,6 +225,9 @@ def test_cli_converts_what_detrex_saves_and_names_bad_files(
             '8xb2-24e_coco.py\n') in out
     converted = torch.load(dst, weights_only=True)
     assert converted['meta']['official_iteration'] == 179999
+    from mmdet.datasets import CocoDataset
+    assert converted['meta']['dataset_meta']['classes'] == \
+        CocoDataset.METAINFO['classes']
     ours = converted['state_dict']
     assert torch.equal(ours['bbox_head.reg_branches.6.4.bias'],
                        state['bbox_embed.6.layers.2.bias'])

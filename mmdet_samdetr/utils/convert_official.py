@@ -458,7 +458,9 @@ def convert_align_detr_state_dict(
 def convert_checkpoint(checkpoint: dict,
                        num_classes: Optional[int] = None) -> dict:
     """Official checkpoint -> an mmengine checkpoint ``{'state_dict': ...,
-    'meta': ...}``.
+    'meta': ...}``; with 80 classes, ``meta['dataset_meta']`` names them
+    (mmdet's COCO classes) for mmdet's ``init_detector`` and
+    ``DetInferencer``.
 
     Args:
         checkpoint (dict): The loaded official file: ``{'model': ...}`` (the
@@ -515,4 +517,9 @@ def convert_checkpoint(checkpoint: dict,
             f'{next(iter(state_dict))!r}')
     if isinstance(checkpoint.get('epoch'), int):
         meta['official_epoch'] = checkpoint['epoch']
+    if meta['num_classes'] == 80:
+        # the class names mmdet's init_detector / DetInferencer read
+        from mmdet.datasets import CocoDataset
+        meta['dataset_meta'] = dict(
+            classes=tuple(CocoDataset.METAINFO['classes']))
     return dict(state_dict=converted, meta=meta)
