@@ -302,15 +302,21 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '') -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    names = sorted({k[1] for k in runs if k[0] == preset})
+    # the preset's order: a model keeps its colour in every plot
+    order = list(PRESETS.get(preset, {}))
+    names = sorted({k[1] for k in runs if k[0] == preset},
+                   key=lambda n: (order.index(n) if n in order else
+                                  len(order), n))
     if not names:
         raise ValueError(f'no results of preset {preset!r} to plot')
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
     colours = plt.get_cmap('tab10')
     styles = ['-', '--', ':', '-.']
-    for key in sorted(k for k in runs if k[0] == preset):
+    for key in sorted((k for k in runs if k[0] == preset),
+                      key=lambda k: (names.index(k[1]), k[2])):
         records = [runs[key][e] for e in sorted(runs[key])]
-        index = names.index(key[1])
+        index = (order.index(key[1])
+                 if key[1] in order else names.index(key[1]))
         kwargs = dict(
             color=colours(index % 10),
             linestyle=styles[key[2] % len(styles)],
