@@ -58,6 +58,8 @@ PRESETS = {
                            'ConditionalDETR'),
         'Align-SAM-DETR++': (
             TOY + 'align-sam-detr-pp_r18_1xb8-toy-shapes.py', 'DINO'),
+        'Align-DETR': (TOY + 'align-detr-3scale_r18_1xb8-toy-shapes.py',
+                       'DINO'),
         'ConditionalDETR': (
             TOY + 'baselines/conditional-detr_r18_1xb8-toy-shapes.py', None),
         'DINO': (TOY + 'baselines/dino-3scale_r18_1xb8-toy-shapes.py', None),
@@ -83,6 +85,9 @@ PRESETS = {
         'Align-SAM-DETR++': (
             'configs/align_sam_detr/align-sam-detr-pp_r50_8xb2-12e_coco.py',
             'DINO'),
+        'Align-DETR': (
+            'configs/align_detr/align-detr-4scale_r50_8xb2-12e_coco.py',
+            'DINO'),
         'ConditionalDETR': (
             'mmdet::conditional_detr/conditional-detr_r50_8xb2-50e_coco.py',
             None),
@@ -106,6 +111,7 @@ ARCHITECTURE = {
     'Align-SAM-DETR': 'SAM-DETR trained with mixed matching + Align Loss',
     'Align-SAM-DETR++': 'SAM-DETR++ trained with mixed matching + Align '
     'Loss',
+    'Align-DETR': 'DINO trained with mixed matching + Align Loss',
     'ConditionalDETR': 'conditional cross-attention, neck without GN',
     'DAB-DETR': 'anchor-box queries, PReLU FFNs, neck without GN',
     'DeformableDETR': 'deformable attention, no box refinement, one stage',
