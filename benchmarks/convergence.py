@@ -118,7 +118,6 @@ ARCHITECTURE = {
     'DINO': 'two-stage query selection, box refinement, contrastive '
     'denoising',
 }
-TABLE_HEADER = 'model | seed | epochs | AP per evaluated epoch'
 _LOGGER = logging.getLogger('convergence')
 
 
@@ -425,6 +424,20 @@ def work_dir_of(args, name: str, seed: int) -> str:
     return osp.join(args.work_dir, args.preset, f'{slug(name)}_seed{seed}')
 
 
+def lock_run(work_dir: str):
+    """Hold the run's lock file (``fcntl.flock``) until the returned file
+    is closed or the process ends; None if another process holds it."""
+    import fcntl
+    os.makedirs(work_dir, exist_ok=True)
+    lock = open(osp.join(work_dir, '.convergence.lock'), 'w')
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
+
+
 def train_one(name: str, seed: int, args) -> None:
     """One run in this process; resumes from the work dir's last
     checkpoint."""
@@ -491,15 +504,25 @@ def run_all(args) -> None:
                 print(f'{name} seed {seed}: finished in {args.results}, '
                       'skipped', flush=True)
                 continue
+            work_dir = work_dir_of(args, name, seed)
+            # two invocations started with the same run: only one trains it
+            lock = lock_run(work_dir)
+            if lock is None:
+                print(f'{name} seed {seed}: trained by another process in '
+                      f'{work_dir}, skipped', flush=True)
+                continue
             print(f'{name} seed {seed}: training {epochs} epochs in '
-                  f'{work_dir_of(args, name, seed)}', flush=True)
+                  f'{work_dir}', flush=True)
             launch = [sys.executable]
             if args.gpus > 1:
                 launch += ['-m', 'torch.distributed.run',
                            f'--nproc_per_node={args.gpus}']
-            proc = subprocess.run(
-                [*launch, __file__, '--worker', name, '--seed', str(seed),
-                 *_forwarded(args)], env=env)
+            # the worker holds the lock too, should this process end first
+            with lock:
+                proc = subprocess.run(
+                    [*launch, __file__, '--worker', name, '--seed',
+                     str(seed), *_forwarded(args)],
+                    env=env, pass_fds=(lock.fileno(), ))
             if proc.returncode:
                 raise RuntimeError(
                     f'{name} seed {seed} failed (exit {proc.returncode}); '

@@ -95,6 +95,15 @@ def test_results_append_dedupe_and_finished(tmp_path):
         conv.read_results(path)
 
 
+def test_a_run_is_trained_by_one_process_at_a_time(tmp_path):
+    first = conv.lock_run(str(tmp_path / 'run'))
+    assert first is not None
+    assert conv.lock_run(str(tmp_path / 'run')) is None  # held
+    assert conv.lock_run(str(tmp_path / 'other')) is not None
+    first.close()
+    assert conv.lock_run(str(tmp_path / 'run')) is not None  # released
+
+
 def _runner(epoch, val_runs):
     return SimpleNamespace(
         epoch=epoch, iter=10,
