@@ -15,7 +15,7 @@ time) of all runs in the results.
 Presets:
 
 - ``toy``: the toy-shapes data (``demo/make_toy_dataset.py``, written when
-  missing) and the toy sizes of ``configs/_base_/toy_shapes.py``: our toy
+  missing) and the budget of ``configs/_base_/toy_shapes.py``: the toy
   configs vs mmdet's DETRs in ``configs/sam_detr_toy/baselines/``;
 - ``coco``: the full ResNet-50 COCO configs, all on one 12-epoch schedule
   (drop at 10); ``--train-subset N`` trains on the first N images of
@@ -557,7 +557,8 @@ def main(argv=None):
     parser.add_argument('--val-interval', type=int, default=2,
                         help='evaluate every N epochs (and the last)')
     parser.add_argument('--epochs', type=int, default=None,
-                        help="override the preset's epochs (smoke runs)")
+                        help="override the preset's epochs (smoke runs; "
+                        'the learning-rate schedule stays)')
     parser.add_argument(
         '--train-subset', type=int, default=None,
         help='train on the first N training images (coco: of train2017)')
