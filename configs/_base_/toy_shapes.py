@@ -55,10 +55,9 @@ toy_dataset = dict(
     type='CocoDataset',
     data_root=toy_data_root,
     metainfo=dict(classes=toy_classes))
+toy_loader = dict(batch_size=8, num_workers=1, persistent_workers=True)
 toy_train_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    persistent_workers=True,
+    **toy_loader,
     dataset=dict(
         toy_dataset,
         ann_file='annotations/train.json',
@@ -66,9 +65,7 @@ toy_train_dataloader = dict(
         filter_cfg=dict(filter_empty_gt=False),
         pipeline=toy_train_pipeline))
 toy_val_dataloader = dict(
-    batch_size=8,
-    num_workers=1,
-    persistent_workers=True,
+    **toy_loader,
     dataset=dict(
         toy_dataset,
         ann_file='annotations/val.json',
