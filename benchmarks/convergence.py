@@ -17,6 +17,11 @@ Presets:
 - ``toy``: the toy-shapes data (``demo/make_toy_dataset.py``, written when
   missing) and the budget of ``configs/_base_/toy_shapes.py``: the toy
   configs vs mmdet's DETRs in ``configs/sam_detr_toy/baselines/``;
+- ``toy-large``: the same toy configs on a second toy set with the same
+  objects (12-43 px) in four times the area: 192x192 images of up to 8
+  objects, 1000 training images (about as many objects as the toy set's
+  2000), so 24x24 maps at the single-scale models' stride 8; the toy
+  set's backbone checkpoint;
 - ``coco``: the full ResNet-50 COCO configs, all on one 12-epoch schedule
   (drop at 10); ``--train-subset N`` trains on the first N images of
   train2017 (mmengine's ``dataset.indices``).
@@ -25,6 +30,8 @@ Presets:
     python benchmarks/convergence.py --models SAM-DETR ConditionalDETR \\
         --seeds 0 1
     python benchmarks/convergence.py --report-only             # table + plot
+    python benchmarks/convergence.py --preset toy-large --models SAM-DETR \\
+        ConditionalDETR
     python benchmarks/convergence.py --preset coco --gpus 8 --total-batch 16
     python benchmarks/convergence.py --preset coco --gpus 8 --total-batch 16 \\
         --train-subset 20000 --models SAM-DETR ConditionalDETR
@@ -98,6 +105,15 @@ PRESETS = {
             None),
     },
 }
+PRESETS['toy-large'] = dict(PRESETS['toy'])
+# The data of the toy presets: demo/toy_shapes.py's generate_toy_dataset
+# arguments ('toy': make_toy_dataset's defaults, also the backbone).
+TOY_DATA = {
+    'toy': dict(root='data/toy_shapes/', img_size=96),
+    'toy-large': dict(
+        root='data/toy_shapes_large/', img_size=192, num_train=1000,
+        max_objects=8, scale_range=(0.06, 0.225)),
+}
 # what each architecture brings beyond the shared budget (printed with the
 # budget table: the differences the architectures force)
 ARCHITECTURE = {
@@ -159,15 +175,42 @@ def load_config(path: str, preset: str, args):
     if args.epochs:
         cfg.train_cfg.max_epochs = args.epochs
     cfg.train_cfg.val_interval = args.val_interval
-    if args.data_root and preset == 'toy':
-        root = args.data_root.rstrip('/') + '/'
+    if preset in TOY_DATA:
+        root = toy_data_root(preset, args)
+        size = TOY_DATA[preset]['img_size']
         for loader in ('train_dataloader', 'val_dataloader',
                        'test_dataloader'):
             cfg[loader].dataset.data_root = root
+            for transform in cfg[loader].dataset.pipeline:
+                if transform.type == 'Resize':
+                    transform.scale = (size, size)
         for evaluator in ('val_evaluator', 'test_evaluator'):
             cfg[evaluator].ann_file = root + 'annotations/val.json'
-        cfg.model.backbone.init_cfg.checkpoint = root + 'backbone_crops.pth'
+        cfg.model.backbone.init_cfg.checkpoint = toy_data_root(
+            'toy', args) + 'backbone_crops.pth'
     return cfg
+
+
+def toy_data_root(preset: str, args) -> str:
+    """The data directory of a toy preset (``--data-root`` for the preset
+    run; the toy set, with the backbone checkpoint, otherwise)."""
+    if args.data_root and preset == args.preset:
+        return args.data_root.rstrip('/') + '/'
+    return osp.join(REPO, TOY_DATA[preset]['root'])
+
+
+def make_toy_data(args) -> None:
+    """Write the preset's toy data and the toy backbone when missing."""
+    sys.path.insert(0, osp.join(REPO, 'demo'))
+    from make_toy_dataset import make_toy_dataset
+    from toy_shapes import generate_toy_dataset
+    make_toy_dataset(toy_data_root('toy', args))
+    root = toy_data_root(args.preset, args)
+    if not osp.isfile(osp.join(root, 'annotations', 'val.json')):
+        kwargs = {k: v for k, v in TOY_DATA[args.preset].items()
+                  if k != 'root'}
+        print(f'writing the {args.preset} data to {root} ...', flush=True)
+        generate_toy_dataset(root, **kwargs)
 
 
 def budget(cfg) -> dict:
@@ -573,8 +616,9 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads per run (OMP_NUM_THREADS)')
     parser.add_argument('--data-root', default=None,
-                        help='toy data (default: the configs\' '
-                        'data/toy_shapes/; written when missing)')
+                        help="the toy preset's data (default: "
+                        'data/toy_shapes/, data/toy_shapes_large/; '
+                        'written when missing)')
     parser.add_argument('--work-dir', default='work_dirs/convergence')
     parser.add_argument(
         '--results', default='work_dirs/convergence/results.jsonl',
@@ -618,11 +662,8 @@ def main(argv=None):
     print(budget_table(budgets, pairs), flush=True)
     if args.list:
         return
-    if args.preset == 'toy':
-        sys.path.insert(0, osp.join(REPO, 'demo'))
-        from make_toy_dataset import make_toy_dataset
-        make_toy_dataset(args.data_root or osp.join(REPO, 'data',
-                                                    'toy_shapes'))
+    if args.preset in TOY_DATA:
+        make_toy_data(args)
     run_all(args)
     report(args)
 

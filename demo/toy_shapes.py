@@ -67,14 +67,20 @@ def _draw(img: np.ndarray, label: int, box: np.ndarray,
                       -1)
 
 
-def make_image(rng: np.random.Generator, size: int,
-               max_objects: int) -> Tuple[np.ndarray, List[Dict]]:
-    """One image and its annotations (``bbox`` xywh, ``category_id``)."""
+def make_image(rng: np.random.Generator, size: int, max_objects: int,
+               scale_range: Tuple[float, float] = (0.12, 0.45)
+               ) -> Tuple[np.ndarray, List[Dict]]:
+    """One image and its annotations (``bbox`` xywh, ``category_id``).
+
+    An object's scale (the square root of its area, before clipping its
+    sides to at least 8 px) is drawn uniformly in ``scale_range`` times the
+    image side.
+    """
     img = _background(rng, size)
     boxes, anns = [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):
-            scale = rng.uniform(0.12, 0.45) * size
+            scale = rng.uniform(*scale_range) * size
             aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
             w = float(np.clip(scale * np.sqrt(aspect), 8, size - 2))
             h = float(np.clip(scale / np.sqrt(aspect), 8, size - 2))
@@ -104,8 +110,13 @@ def generate_toy_dataset(out_dir: str,
                          num_val: int = 100,
                          img_size: int = 96,
                          max_objects: int = 4,
-                         seed: int = 0) -> Dict[str, str]:
+                         seed: int = 0,
+                         scale_range: Tuple[float, float] = (0.12, 0.45)
+                         ) -> Dict[str, str]:
     """Write ``{train,val}/*.png`` and ``annotations/{train,val}.json``.
+
+    ``img_size`` x ``img_size`` images, 1 to ``max_objects`` objects each;
+    ``scale_range``: see :func:`make_image`.
 
     Returns:
         dict: Paths of the two annotation files.
@@ -122,7 +133,7 @@ def generate_toy_dataset(out_dir: str,
         os.makedirs(osp.join(out_dir, split), exist_ok=True)
         images, annotations = [], []
         for img_id in range(1, count + 1):
-            img, anns = make_image(rng, img_size, max_objects)
+            img, anns = make_image(rng, img_size, max_objects, scale_range)
             name = f'{img_id:05d}.png'
             cv2.imwrite(osp.join(out_dir, split, name), img)
             images.append(

@@ -161,3 +161,60 @@ def test_table_and_plot_of_synthetic_results(tmp_path):
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     with pytest.raises(ValueError, match="no results of preset 'x'"):
         conv.plot(runs, 'x', str(out))
+
+
+def _args(preset, data_root=None):
+    return SimpleNamespace(preset=preset, data_root=data_root, epochs=None,
+                           val_interval=2, train_subset=None,
+                           total_batch=None, gpus=0)
+
+
+@pytest.mark.parametrize('name', ['SAM-DETR', 'ConditionalDETR'])
+def test_toy_large_preset_changes_the_data_only(name, tmp_path):
+    toy = _flat(conv.load_config(TOY[name][0], 'toy', _args('toy')).to_dict())
+    large = _flat(
+        conv.load_config(TOY[name][0], 'toy-large',
+                         _args('toy-large')).to_dict())
+    changed = {k for k in set(toy) | set(large) if toy.get(k) != large.get(k)}
+    loaders = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    assert changed == {
+        f'{loader}.dataset.{key}'
+        for loader in loaders for key in ('data_root', 'pipeline')
+    } | {'val_evaluator.ann_file', 'test_evaluator.ann_file'}
+    for loader in loaders:
+        assert large[f'{loader}.dataset.data_root'].endswith(
+            'data/toy_shapes_large/')
+        pipelines = (toy[f'{loader}.dataset.pipeline'],
+                     large[f'{loader}.dataset.pipeline'])
+        for ours, theirs in zip(*pipelines):
+            if ours['type'] == 'Resize':
+                assert (ours['scale'], theirs['scale']) == ((96, 96),
+                                                            (192, 192))
+            else:
+                assert ours == theirs
+    # the same backbone weights; --data-root moves the preset's data only
+    moved = conv.load_config(TOY[name][0], 'toy-large',
+                             _args('toy-large', str(tmp_path)))
+    assert moved.train_dataloader.dataset.data_root == str(tmp_path) + '/'
+    for cfg in (large, _flat(moved.to_dict())):
+        assert cfg['model.backbone.init_cfg.checkpoint'] == toy[
+            'model.backbone.init_cfg.checkpoint']
+    assert toy['model.backbone.init_cfg.checkpoint'].endswith(
+        'data/toy_shapes/backbone_crops.pth')
+
+
+def test_toy_large_data_has_the_toy_objects_in_four_times_the_area(
+        tmp_path):
+    from demo.toy_shapes import generate_toy_dataset
+    spec = dict(conv.TOY_DATA['toy-large'], num_train=40, num_val=1)
+    del spec['root']
+    paths = generate_toy_dataset(str(tmp_path), **spec)
+    data = json.load(open(paths['train']))
+    assert {(i['width'], i['height']) for i in data['images']} == {(192, 192)}
+    per_image = {}
+    for ann in data['annotations']:
+        per_image[ann['image_id']] = per_image.get(ann['image_id'], 0) + 1
+        side = (ann['bbox'][2] * ann['bbox'][3])**0.5
+        # the toy set's objects: 0.12-0.45 of 96 px (box corners rounded)
+        assert 0.12 * 96 - 1.5 <= side <= 0.45 * 96 + 1.5, ann
+    assert max(per_image.values()) > 4 and max(per_image.values()) <= 8
