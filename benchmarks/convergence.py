@@ -53,6 +53,11 @@ COCO_SCHEDULE = dict(epochs=12, milestones=[10])
 # name: (config, the baseline it is compared with; None: a baseline)
 PRESETS = {
     'toy': {
+        # at the width mmdet's Conditional DETR and DINO are forced to
+        'SAM-DETR 256-d': (TOY + 'sam-detr-256d_r18_1xb8-toy-shapes.py',
+                           'ConditionalDETR'),
+        'SAM-DETR++ DN 256-d': (
+            TOY + 'sam-detr-pp-dn-256d_r18_1xb8-toy-shapes.py', 'DINO'),
         'SAM-DETR': (TOY + 'sam-detr_r18_1xb8-toy-shapes.py',
                      'ConditionalDETR'),
         'SAM-DETR++ DN': (TOY + 'sam-detr-pp-dn_r18_1xb8-toy-shapes.py',
@@ -134,6 +139,8 @@ ARCHITECTURE = {
     'DINO': 'two-stage query selection, box refinement, contrastive '
     'denoising',
 }
+for _name in ('SAM-DETR', 'SAM-DETR++ DN'):
+    ARCHITECTURE[f'{_name} 256-d'] = ARCHITECTURE[_name]
 _LOGGER = logging.getLogger('convergence')
 
 
@@ -358,7 +365,8 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '') -> None:
     if not names:
         raise ValueError(f'no results of preset {preset!r} to plot')
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
-    colours = plt.get_cmap('tab10')
+    palette = 'tab10' if len(order) <= 10 else 'tab20'
+    colours = plt.get_cmap(palette)
     styles = ['-', '--', ':', '-.']
     for key in sorted((k for k in runs if k[0] == preset),
                       key=lambda k: (names.index(k[1]), k[2])):
@@ -366,7 +374,7 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '') -> None:
         index = (order.index(key[1])
                  if key[1] in order else names.index(key[1]))
         kwargs = dict(
-            color=colours(index % 10),
+            color=colours(index % colours.N),
             linestyle=styles[key[2] % len(styles)],
             marker='os^vDP<>'[index % 8],
             markersize=4,

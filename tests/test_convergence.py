@@ -218,3 +218,22 @@ def test_toy_large_data_has_the_toy_objects_in_four_times_the_area(
         # the toy set's objects: 0.12-0.45 of 96 px (box corners rounded)
         assert 0.12 * 96 - 1.5 <= side <= 0.45 * 96 + 1.5, ann
     assert max(per_image.values()) > 4 and max(per_image.values()) <= 8
+
+
+@pytest.mark.parametrize('name', [n for n in TOY if n.endswith(' 256-d')])
+def test_equal_width_models_change_the_width_only(name):
+    ours = Config.fromfile(conv.config_file(TOY[name][0]))
+    narrow = Config.fromfile(
+        conv.config_file(TOY[name[:-len(' 256-d')]][0]))
+    baseline = Config.fromfile(conv.config_file(TOY[TOY[name][1]][0]))
+    wide, toy = _flat(ours.model.to_dict()), _flat(narrow.model.to_dict())
+    changed = {k for k in set(wide) | set(toy) if wide.get(k) != toy.get(k)}
+    assert {k.rsplit('.', 1)[-1] for k in changed} == {
+        'embed_dims', 'out_channels', 'num_feats'
+    }
+    assert all(wide[k] == 2 * toy[k] for k in changed)
+    theirs = _flat(baseline.model.to_dict())
+    for key in ('neck.out_channels', 'positional_encoding.num_feats',
+                'bbox_head.embed_dims',
+                'decoder.layer_cfg.cross_attn_cfg.embed_dims'):
+        assert wide[key] == theirs[key], key

@@ -95,3 +95,22 @@ toy_default_hooks = dict(
     logger=dict(interval=50),
     checkpoint=dict(interval=2, max_keep_ckpts=2))
 toy_auto_scale_lr = dict(enable=False, base_batch_size=8)
+
+# The width of mmdet's Conditional DETR and DINO at the toy budget (256-d,
+# forced: see configs/sam_detr_toy/baselines/), for the toy models of ours
+# compared with them at equal width (`model = _base_.toy_width_256`); the
+# Semantics Aligner's own sizes stay the toy's.
+toy_width = 256
+toy_width_256 = dict(
+    neck=dict(out_channels=toy_width),
+    positional_encoding=dict(num_feats=toy_width // 2),
+    encoder=dict(
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=toy_width),
+            ffn_cfg=dict(embed_dims=toy_width))),
+    decoder=dict(
+        layer_cfg=dict(
+            self_attn_cfg=dict(embed_dims=toy_width),
+            cross_attn_cfg=dict(embed_dims=toy_width),
+            ffn_cfg=dict(embed_dims=toy_width))),
+    bbox_head=dict(embed_dims=toy_width))
