@@ -317,6 +317,22 @@ def _seconds_per_epoch(records: dict) -> float:
     return last['train_seconds'] / last['epoch']
 
 
+def time_ratios(runs: dict, preset: str, pairs: dict) -> dict:
+    """{run key: (s/epoch, ratio to the pair's baseline or None)}; the
+    baseline's s/epoch is the mean over its runs."""
+    keys = [k for k in runs if k[0] == preset]
+    speed = defaultdict(list)
+    for key in keys:
+        speed[key[1]].append(_seconds_per_epoch(runs[key]))
+    out = {}
+    for key in keys:
+        per_epoch = _seconds_per_epoch(runs[key])
+        base = speed.get(pairs.get(key[1]))
+        out[key] = (per_epoch,
+                    per_epoch / (sum(base) / len(base)) if base else None)
+    return out
+
+
 def results_table(runs: dict, preset: str, pairs: dict) -> str:
     """Markdown: AP per evaluated epoch, training s/epoch and its ratio to
     the baseline of the pair (mean s/epoch over the baseline's runs)."""
@@ -326,9 +342,7 @@ def results_table(runs: dict, preset: str, pairs: dict) -> str:
     if not keys:
         return f'(no results of preset {preset!r})'
     epochs = sorted({e for k in keys for e in runs[k]})
-    speed = defaultdict(list)
-    for key in keys:
-        speed[key[1]].append(_seconds_per_epoch(runs[key]))
+    speed = time_ratios(runs, preset, pairs)
     lines = [
         '| model | seed | ' + ' | '.join(f'AP@{e}' for e in epochs) +
         ' | s/epoch | time / baseline |',
@@ -336,13 +350,9 @@ def results_table(runs: dict, preset: str, pairs: dict) -> str:
     ]
     for key in keys:
         records = runs[key]
-        per_epoch = _seconds_per_epoch(records)
-        base = pairs.get(key[1])
-        if base in speed:
-            base_speed = sum(speed[base]) / len(speed[base])
-            ratio = f'{per_epoch / base_speed:.2f} ({base})'
-        else:
-            ratio = '-'
+        per_epoch, ratio = speed[key]
+        ratio = '-' if ratio is None else (
+            f'{ratio:.2f} ({pairs[key[1]]})')
         cells = [
             f'{records[e]["bbox_mAP"]:.3f}' if e in records else ''
             for e in epochs
@@ -352,8 +362,11 @@ def results_table(runs: dict, preset: str, pairs: dict) -> str:
     return '\n'.join(lines)
 
 
-def plot(runs: dict, preset: str, out_file: str, title: str = '') -> None:
-    """One figure, two panels: bbox AP vs epoch and vs training time."""
+def plot(runs: dict, preset: str, out_file: str, title: str = '',
+         pairs: dict = None) -> list:
+    """One figure, two panels: bbox AP vs epoch and vs training time; with
+    ``pairs``, each run's label gives its training time per epoch as a
+    ratio to its baseline's. Returns the labels of the runs."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -364,6 +377,13 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '') -> None:
                                   len(order), n))
     if not names:
         raise ValueError(f'no results of preset {preset!r} to plot')
+    speed = time_ratios(runs, preset, pairs or {})
+
+    def _ratio_label(key):
+        ratio = speed[key][1]
+        return '' if ratio is None else (
+            f', {ratio:.2f}x {pairs[key[1]]} s/epoch')
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
     palette = 'tab10' if len(order) <= 10 else 'tab20'
     colours = plt.get_cmap(palette)
@@ -378,7 +398,7 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '') -> None:
             linestyle=styles[key[2] % len(styles)],
             marker='os^vDP<>'[index % 8],
             markersize=4,
-            label=f'{key[1]} (seed {key[2]})')
+            label=f'{key[1]} (seed {key[2]}){_ratio_label(key)}')
         ap = [r['bbox_mAP'] for r in records]
         axes[0].plot([r['epoch'] for r in records], ap, **kwargs)
         axes[1].plot([r['train_seconds'] / 60 for r in records], ap,
@@ -395,6 +415,7 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '') -> None:
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     fig.savefig(out_file)
     plt.close(fig)
+    return axes[1].get_legend_handles_labels()[1]
 
 
 # ----------------------------------------------------------------- worker
@@ -591,7 +612,7 @@ def report(args) -> None:
     if any(k[0] == args.preset for k in runs):
         plot(runs, args.preset, args.plot,
              title=f'{args.preset} preset: COCO bbox AP (val) during '
-             'training')
+             'training', pairs=pairs)
         print(f'plot: {args.plot}')
 
 

@@ -157,8 +157,13 @@ def test_table_and_plot_of_synthetic_results(tmp_path):
     assert lines[4] == '| Base | 0 | 0.200 | 0.400 | 20 | - |'
     assert 'Other' not in table
     out = tmp_path / 'plot.png'
-    conv.plot(runs, 'toy', str(out))
+    labels = conv.plot(runs, 'toy', str(out), pairs=pairs)
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    # the time ratio next to each curve, as in the table
+    assert labels == [
+        'Base (seed 0)', 'Ours (seed 0), 1.50x Base s/epoch',
+        'Ours (seed 1), 1.70x Base s/epoch'
+    ]
     with pytest.raises(ValueError, match="no results of preset 'x'"):
         conv.plot(runs, 'x', str(out))
 
