@@ -53,25 +53,29 @@ COCO_SCHEDULE = dict(epochs=12, milestones=[10])
 # name: (config, the baseline it is compared with; None: a baseline)
 PRESETS = {
     'toy': {
-        # at the width mmdet's Conditional DETR and DINO are forced to
+        # the models of ours at their baseline's width: 256-d where mmdet's
+        # Conditional DETR and DINO are forced to it
         'SAM-DETR 256-d': (TOY + 'sam-detr-256d_r18_1xb8-toy-shapes.py',
                            'ConditionalDETR'),
         'SAM-DETR++ DN 256-d': (
             TOY + 'sam-detr-pp-dn-256d_r18_1xb8-toy-shapes.py', 'DINO'),
+        'SAM-DETR+SMCA 256-d': (
+            TOY + 'sam-detr-smca-256d_r18_1xb8-toy-shapes.py',
+            'ConditionalDETR'),
+        'SAM-DETR++': (TOY + 'sam-detr-pp_r18_1xb8-toy-shapes.py',
+                       'DeformableDETR'),
+        'Align-SAM-DETR 256-d': (
+            TOY + 'align-sam-detr-256d_r18_1xb8-toy-shapes.py',
+            'ConditionalDETR'),
+        'Align-SAM-DETR++ 256-d': (
+            TOY + 'align-sam-detr-pp-256d_r18_1xb8-toy-shapes.py', 'DINO'),
+        'Align-DETR': (TOY + 'align-detr-3scale_r18_1xb8-toy-shapes.py',
+                       'DINO'),
+        # the 128-d toy configs of the demo, against the same baselines
         'SAM-DETR': (TOY + 'sam-detr_r18_1xb8-toy-shapes.py',
                      'ConditionalDETR'),
         'SAM-DETR++ DN': (TOY + 'sam-detr-pp-dn_r18_1xb8-toy-shapes.py',
                           'DINO'),
-        'SAM-DETR+SMCA': (TOY + 'sam-detr-smca_r18_1xb8-toy-shapes.py',
-                          'ConditionalDETR'),
-        'SAM-DETR++': (TOY + 'sam-detr-pp_r18_1xb8-toy-shapes.py',
-                       'DeformableDETR'),
-        'Align-SAM-DETR': (TOY + 'align-sam-detr_r18_1xb8-toy-shapes.py',
-                           'ConditionalDETR'),
-        'Align-SAM-DETR++': (
-            TOY + 'align-sam-detr-pp_r18_1xb8-toy-shapes.py', 'DINO'),
-        'Align-DETR': (TOY + 'align-detr-3scale_r18_1xb8-toy-shapes.py',
-                       'DINO'),
         'ConditionalDETR': (
             TOY + 'baselines/conditional-detr_r18_1xb8-toy-shapes.py', None),
         'DINO': (TOY + 'baselines/dino-3scale_r18_1xb8-toy-shapes.py', None),
@@ -139,7 +143,8 @@ ARCHITECTURE = {
     'DINO': 'two-stage query selection, box refinement, contrastive '
     'denoising',
 }
-for _name in ('SAM-DETR', 'SAM-DETR++ DN'):
+for _name in ('SAM-DETR', 'SAM-DETR++ DN', 'SAM-DETR+SMCA',
+              'Align-SAM-DETR', 'Align-SAM-DETR++'):
     ARCHITECTURE[f'{_name} 256-d'] = ARCHITECTURE[_name]
 _LOGGER = logging.getLogger('convergence')
 
