@@ -20,8 +20,10 @@ Presets:
 - ``toy-large``: the same toy configs on a second toy set with the same
   objects (12-43 px) in four times the area: 192x192 images of up to 8
   objects, 1000 training images (about as many objects as the toy set's
-  2000), so 24x24 maps at the single-scale models' stride 8; the toy
-  set's backbone checkpoint;
+  2000), so 24x24 maps at the single-scale models' stride 8;
+- ``toy-2x``: the same toy configs on the toy set resized to 192x192: the
+  objects twice as large, 3-11 cells of the 24x24 maps;
+- the toy presets share the toy set's backbone checkpoint;
 - ``coco``: the full ResNet-50 COCO configs, all on one 12-epoch schedule
   (drop at 10); ``--train-subset N`` trains on the first N images of
   train2017 (mmengine's ``dataset.indices``).
@@ -114,15 +116,19 @@ PRESETS = {
             None),
     },
 }
-PRESETS['toy-large'] = dict(PRESETS['toy'])
-# The data of the toy presets: demo/toy_shapes.py's generate_toy_dataset
-# arguments ('toy': make_toy_dataset's defaults, also the backbone).
+# The data of the toy presets: the directory, the side images are resized
+# to, and generate_toy_dataset's arguments for a set of its own (else the
+# toy set of demo/make_toy_dataset.py, also the backbone's).
 TOY_DATA = {
-    'toy': dict(root='data/toy_shapes/', img_size=96),
+    'toy': dict(root='data/toy_shapes/', resize=96),
     'toy-large': dict(
-        root='data/toy_shapes_large/', img_size=192, num_train=1000,
-        max_objects=8, scale_range=(0.06, 0.225)),
+        root='data/toy_shapes_large/', resize=192,
+        generate=dict(img_size=192, num_train=1000, max_objects=8,
+                      scale_range=(0.06, 0.225))),
+    'toy-2x': dict(root='data/toy_shapes/', resize=192),
 }
+for _preset in TOY_DATA:
+    PRESETS.setdefault(_preset, PRESETS['toy'])
 # what each architecture brings beyond the shared budget (printed with the
 # budget table: the differences the architectures force)
 ARCHITECTURE = {
@@ -189,7 +195,7 @@ def load_config(path: str, preset: str, args):
     cfg.train_cfg.val_interval = args.val_interval
     if preset in TOY_DATA:
         root = toy_data_root(preset, args)
-        size = TOY_DATA[preset]['img_size']
+        size = TOY_DATA[preset]['resize']
         for loader in ('train_dataloader', 'val_dataloader',
                        'test_dataloader'):
             cfg[loader].dataset.data_root = root
@@ -198,17 +204,25 @@ def load_config(path: str, preset: str, args):
                     transform.scale = (size, size)
         for evaluator in ('val_evaluator', 'test_evaluator'):
             cfg[evaluator].ann_file = root + 'annotations/val.json'
-        cfg.model.backbone.init_cfg.checkpoint = toy_data_root(
-            'toy', args) + 'backbone_crops.pth'
+        cfg.model.backbone.init_cfg.checkpoint = toy_set_root(
+            preset, args) + 'backbone_crops.pth'
     return cfg
 
 
 def toy_data_root(preset: str, args) -> str:
-    """The data directory of a toy preset (``--data-root`` for the preset
-    run; the toy set, with the backbone checkpoint, otherwise)."""
-    if args.data_root and preset == args.preset:
+    """The data directory of a toy preset: ``--data-root`` or its own."""
+    if args.data_root:
         return args.data_root.rstrip('/') + '/'
     return osp.join(REPO, TOY_DATA[preset]['root'])
+
+
+def toy_set_root(preset: str, args) -> str:
+    """The toy set of demo/make_toy_dataset.py, with the backbone
+    checkpoint: the preset's data, or data/toy_shapes/ for a preset with a
+    set of its own."""
+    if 'generate' in TOY_DATA[preset]:
+        return osp.join(REPO, TOY_DATA['toy']['root'])
+    return toy_data_root(preset, args)
 
 
 def make_toy_data(args) -> None:
@@ -216,13 +230,12 @@ def make_toy_data(args) -> None:
     sys.path.insert(0, osp.join(REPO, 'demo'))
     from make_toy_dataset import make_toy_dataset
     from toy_shapes import generate_toy_dataset
-    make_toy_dataset(toy_data_root('toy', args))
+    make_toy_dataset(toy_set_root(args.preset, args))
     root = toy_data_root(args.preset, args)
-    if not osp.isfile(osp.join(root, 'annotations', 'val.json')):
-        kwargs = {k: v for k, v in TOY_DATA[args.preset].items()
-                  if k != 'root'}
+    spec = TOY_DATA[args.preset].get('generate')
+    if spec and not osp.isfile(osp.join(root, 'annotations', 'val.json')):
         print(f'writing the {args.preset} data to {root} ...', flush=True)
-        generate_toy_dataset(root, **kwargs)
+        generate_toy_dataset(root, **spec)
 
 
 def budget(cfg) -> dict:

@@ -175,21 +175,22 @@ def _args(preset, data_root=None):
                            total_batch=None, gpus=0)
 
 
+@pytest.mark.parametrize('preset', ['toy-large', 'toy-2x'])
 @pytest.mark.parametrize('name', ['SAM-DETR', 'ConditionalDETR'])
-def test_toy_large_preset_changes_the_data_only(name, tmp_path):
+def test_larger_toy_presets_change_the_data_only(name, preset, tmp_path):
     toy = _flat(conv.load_config(TOY[name][0], 'toy', _args('toy')).to_dict())
     large = _flat(
-        conv.load_config(TOY[name][0], 'toy-large',
-                         _args('toy-large')).to_dict())
+        conv.load_config(TOY[name][0], preset, _args(preset)).to_dict())
     changed = {k for k in set(toy) | set(large) if toy.get(k) != large.get(k)}
     loaders = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-    assert changed == {
-        f'{loader}.dataset.{key}'
-        for loader in loaders for key in ('data_root', 'pipeline')
+    data = {
+        f'{loader}.dataset.data_root' for loader in loaders
     } | {'val_evaluator.ann_file', 'test_evaluator.ann_file'}
+    assert changed == {f'{loader}.dataset.pipeline' for loader in loaders} \
+        | (data if preset == 'toy-large' else set())
     for loader in loaders:
         assert large[f'{loader}.dataset.data_root'].endswith(
-            'data/toy_shapes_large/')
+            conv.TOY_DATA[preset]['root'])
         pipelines = (toy[f'{loader}.dataset.pipeline'],
                      large[f'{loader}.dataset.pipeline'])
         for ours, theirs in zip(*pipelines):
@@ -198,22 +199,24 @@ def test_toy_large_preset_changes_the_data_only(name, tmp_path):
                                                             (192, 192))
             else:
                 assert ours == theirs
-    # the same backbone weights; --data-root moves the preset's data only
-    moved = conv.load_config(TOY[name][0], 'toy-large',
-                             _args('toy-large', str(tmp_path)))
+    backbone = 'model.backbone.init_cfg.checkpoint'
+    assert toy[backbone].endswith('data/toy_shapes/backbone_crops.pth')
+    assert large[backbone] == toy[backbone]
+    # --data-root moves the preset's data; the backbone is that set's
+    # unless the preset has a set of its own
+    moved = conv.load_config(TOY[name][0], preset,
+                             _args(preset, str(tmp_path)))
     assert moved.train_dataloader.dataset.data_root == str(tmp_path) + '/'
-    for cfg in (large, _flat(moved.to_dict())):
-        assert cfg['model.backbone.init_cfg.checkpoint'] == toy[
-            'model.backbone.init_cfg.checkpoint']
-    assert toy['model.backbone.init_cfg.checkpoint'].endswith(
-        'data/toy_shapes/backbone_crops.pth')
+    assert moved.model.backbone.init_cfg.checkpoint == (
+        toy[backbone] if preset == 'toy-large' else
+        f'{tmp_path}/backbone_crops.pth')
 
 
 def test_toy_large_data_has_the_toy_objects_in_four_times_the_area(
         tmp_path):
     from demo.toy_shapes import generate_toy_dataset
-    spec = dict(conv.TOY_DATA['toy-large'], num_train=40, num_val=1)
-    del spec['root']
+    spec = dict(conv.TOY_DATA['toy-large']['generate'], num_train=40,
+                num_val=1)
     paths = generate_toy_dataset(str(tmp_path), **spec)
     data = json.load(open(paths['train']))
     assert {(i['width'], i['height']) for i in data['images']} == {(192, 192)}
