@@ -6,11 +6,14 @@ Trains every model of a preset with mmengine's Runner, each run (model,
 seed) in a fresh process, evaluates COCO bbox AP (mmdet's CocoMetric) every
 ``--val-interval`` epochs and appends one JSON line per evaluation to
 ``--results``. A run resumes from its last checkpoint (one per epoch, in
-``<work-dir>/<preset>/<model>_seed<seed>``), and runs whose last evaluation
-is in the results are skipped, so a comparison can be run in parts. Then it
-writes a table (AP per evaluated epoch, training seconds per epoch and their
-ratio to the pair's baseline) and one plot (AP vs epoch, AP vs training
-time) of all runs in the results.
+``<work-dir>/<preset>/<model slug>_seed<seed>``, e.g.
+``sam-detr-256d_seed0``), and runs whose last evaluation is in the results
+are skipped, so a comparison can be run in parts; a run's settings
+(``--epochs``, ``--train-subset``, ``--gpus``, ``--total-batch``,
+``--data-root``) must stay those it started with. Then it writes a table
+(AP per evaluated epoch, training seconds per epoch and their ratio to the
+pair's baseline) and one plot (AP vs epoch, AP vs training time) of the
+preset's runs in the results.
 
 Presets:
 
@@ -18,22 +21,25 @@ Presets:
   missing) and the budget of ``configs/_base_/toy_shapes.py``: the toy
   configs vs mmdet's DETRs in ``configs/sam_detr_toy/baselines/``;
 - ``toy-large``: the same toy configs on a second toy set with the same
-  objects (12-43 px) in four times the area: 192x192 images of up to 8
+  objects (11-43 px, the square root of the box area) in four times the
+  area: 192x192 images of up to 8
   objects, 1000 training images (about as many objects as the toy set's
   2000), so 24x24 maps at the single-scale models' stride 8;
 - ``toy-2x``: the same toy configs on the toy set resized to 192x192: the
   objects twice as large, 3-11 cells of the 24x24 maps;
-- the toy presets share the toy set's backbone checkpoint;
+- every toy preset starts from the toy set's backbone checkpoint
+  (``backbone_crops.pth`` of data/toy_shapes/, or of ``--data-root`` for
+  ``toy`` and ``toy-2x``);
 - ``coco``: the full ResNet-50 COCO configs, all on one 12-epoch schedule
   (drop at 10); ``--train-subset N`` trains on the first N images of
   train2017 (mmengine's ``dataset.indices``).
 
     python benchmarks/convergence.py --threads 1               # toy, seed 0
-    python benchmarks/convergence.py --models SAM-DETR ConditionalDETR \\
-        --seeds 0 1
+    python benchmarks/convergence.py --models "SAM-DETR 256-d" \\
+        ConditionalDETR --seeds 0 1
     python benchmarks/convergence.py --report-only             # table + plot
-    python benchmarks/convergence.py --preset toy-large --models SAM-DETR \\
-        ConditionalDETR
+    python benchmarks/convergence.py --preset toy-large \\
+        --models "SAM-DETR 256-d" ConditionalDETR
     python benchmarks/convergence.py --preset coco --gpus 8 --total-batch 16
     python benchmarks/convergence.py --preset coco --gpus 8 --total-batch 16 \\
         --train-subset 20000 --models SAM-DETR ConditionalDETR
@@ -47,6 +53,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from typing import Optional
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOY = 'configs/sam_detr_toy/'
@@ -233,9 +240,27 @@ def make_toy_data(args) -> None:
     make_toy_dataset(toy_set_root(args.preset, args))
     root = toy_data_root(args.preset, args)
     spec = TOY_DATA[args.preset].get('generate')
-    if spec and not osp.isfile(osp.join(root, 'annotations', 'val.json')):
+    ann = osp.join(root, 'annotations', 'val.json')
+    if spec and not osp.isfile(ann):
         print(f'writing the {args.preset} data to {root} ...', flush=True)
         generate_toy_dataset(root, **spec)
+    check_toy_images(ann, (spec or {}).get('img_size', 96), args.preset)
+
+
+def check_toy_images(ann_file: str, size: int, preset: str) -> None:
+    """Refuse a toy set of other image sizes than the preset's (another
+    set in ``--data-root`` would be trained on silently).
+
+    Raises:
+        ValueError: naming the file, its size and the expected one.
+    """
+    with open(ann_file) as f:
+        image = json.load(f)['images'][0]
+    if (image['width'], image['height']) != (size, size):
+        raise ValueError(
+            f'{ann_file}: {image["width"]}x{image["height"]} images, the '
+            f'{preset} preset expects {size}x{size} (another toy set in '
+            '--data-root?)')
 
 
 def budget(cfg) -> dict:
@@ -402,9 +427,12 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '',
         return '' if ratio is None else (
             f', {ratio:.2f}x {pairs[key[1]]} s/epoch')
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
-    palette = 'tab10' if len(order) <= 10 else 'tab20'
-    colours = plt.get_cmap(palette)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), dpi=100, sharey=True,
+                             layout='constrained')
+    # tab20's dark shades first, then its light ones: no two of the first
+    # ten models share a hue
+    tab20 = plt.get_cmap('tab20')
+    colours = [tab20(i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
     styles = ['-', '--', ':', '-.']
     for key in sorted((k for k in runs if k[0] == preset),
                       key=lambda k: (names.index(k[1]), k[2])):
@@ -412,9 +440,9 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '',
         index = (order.index(key[1])
                  if key[1] in order else names.index(key[1]))
         kwargs = dict(
-            color=colours(index % colours.N),
+            color=colours[index % len(colours)],
             linestyle=styles[key[2] % len(styles)],
-            marker='os^vDP<>'[index % 8],
+            marker='os^vDP<>Xph*'[index % 12],
             markersize=4,
             label=f'{key[1]} (seed {key[2]}){_ratio_label(key)}')
         ap = [r['bbox_mAP'] for r in records]
@@ -426,29 +454,34 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '',
     axes[0].set_ylabel('COCO bbox AP (val)')
     for ax in axes:
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7, loc='lower right')
+    # beside the panels: with many runs it would hide their points
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc='outside right upper')
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
     fig.savefig(out_file)
     plt.close(fig)
-    return axes[1].get_legend_handles_labels()[1]
+    return labels
 
 
 # ----------------------------------------------------------------- worker
 
 
 def record_hook(results: str, preset: str, name: str, seed: int,
-                config: str):
+                config: str, settings: dict = None):
     """An mmengine hook appending every evaluation to ``results``.
 
     Keeps the training time (evaluation excluded) in each checkpoint's meta
     (``convergence_train_seconds``), so a resumed run goes on counting; on
     resume, re-runs the evaluation of the checkpoint's epoch when the killed
-    run had saved the checkpoint but not yet written the evaluation. Shows a
-    progress bar of the run's iterations.
+    run had saved the checkpoint but not yet written the evaluation. Rank 0
+    writes the records (with ``settings`` and the machine: host, processes,
+    torch threads) and shows a progress bar of the run's iterations.
     """
+    import socket
+
+    import torch
     from mmengine.hooks import Hook
     from mmengine.utils import ProgressBar
 
@@ -458,6 +491,7 @@ def record_hook(results: str, preset: str, name: str, seed: int,
         def __init__(self):
             self.train_seconds = 0.0
             self.bar = None
+            self.pending = 0
 
         def after_load_checkpoint(self, runner, checkpoint):
             self.train_seconds = checkpoint.get('meta', {}).get(
@@ -475,8 +509,11 @@ def record_hook(results: str, preset: str, name: str, seed: int,
                     epoch % loop.val_interval == 0
                     or epoch == loop.max_epochs):
                 runner.val_loop.run()
-            if runner.iter < loop.max_iters:
-                self.bar = ProgressBar(loop.max_iters - runner.iter)
+            left = loop.max_iters - runner.iter
+            if runner.rank == 0 and left > 0:
+                self.bar = ProgressBar(left)
+                # about 500 updates a run: a log file is not flooded
+                self.step = max(1, left // 500)
 
         def before_train_epoch(self, runner):
             self._start = time.perf_counter()
@@ -484,7 +521,10 @@ def record_hook(results: str, preset: str, name: str, seed: int,
         def after_train_iter(self, runner, batch_idx, data_batch=None,
                              outputs=None):
             if self.bar is not None:
-                self.bar.update()
+                self.pending += 1
+                if self.pending == self.step:
+                    self.bar.update(self.pending)
+                    self.pending = 0
 
         def after_train_epoch(self, runner):
             self.train_seconds += time.perf_counter() - self._start
@@ -496,11 +536,17 @@ def record_hook(results: str, preset: str, name: str, seed: int,
                     f'{config}: the val evaluator gave no coco/bbox_mAP '
                     f'(got {sorted(metrics)}); the benchmark needs '
                     "val_evaluator = dict(type='CocoMetric', metric='bbox')")
+            if runner.rank != 0:
+                return
             record = dict(
                 preset=preset, model=name, seed=seed, config=config,
                 epoch=runner.epoch, train_seconds=self.train_seconds,
                 bbox_mAP=metrics['coco/bbox_mAP'],
                 bbox_mAP_50=metrics.get('coco/bbox_mAP_50'),
+                settings=settings or {},
+                machine=dict(host=socket.gethostname(),
+                             processes=runner.world_size,
+                             threads=torch.get_num_threads()),
                 time=time.strftime('%Y-%m-%dT%H:%M:%S'))
             append_result(results, record)
             print(f'\n{name} seed {seed} epoch {runner.epoch}: bbox AP '
@@ -508,6 +554,45 @@ def record_hook(results: str, preset: str, name: str, seed: int,
                   'min of training', flush=True)
 
     return ConvergenceRecordHook()
+
+
+def run_settings(args) -> dict:
+    """The options that change what a run trains (those given)."""
+    values = dict(epochs=args.epochs, train_subset=args.train_subset,
+                  gpus=args.gpus, total_batch=args.total_batch,
+                  data_root=args.data_root)
+    return {k: v for k, v in values.items() if v}
+
+
+def check_settings(run: str, records: dict, work_dir: Optional[str],
+                   settings: dict, results: str) -> None:
+    """Refuse to go on with a run started with other settings.
+
+    ``records``: the run's evaluations in ``results`` (a record without
+    ``settings`` is a run with none); the work dir, if given, keeps the
+    settings of the run it holds (``convergence_settings.json``, written
+    here).
+
+    Raises:
+        ValueError: naming the run's settings, the ones given and where
+            they were found.
+    """
+    path = osp.join(work_dir or '', 'convergence_settings.json')
+    found = [(f'{results}, epoch {epoch}', rec.get('settings', {}))
+             for epoch, rec in sorted(records.items())]
+    if work_dir and osp.isfile(path):
+        with open(path) as f:
+            found.append((path, json.load(f)))
+    for where, theirs in found:
+        if theirs != settings:
+            raise ValueError(
+                f'{run} was started with {theirs or "no"} settings '
+                f'({where}), now {settings or "none"} are given; use another '
+                '--work-dir and --results for other settings')
+    if work_dir:
+        os.makedirs(work_dir, exist_ok=True)
+        with open(path, 'w') as f:
+            json.dump(settings, f, sort_keys=True)
 
 
 def work_dir_of(args, name: str, seed: int) -> str:
@@ -539,6 +624,10 @@ def train_one(name: str, seed: int, args) -> None:
     cfg.randomness = dict(seed=seed)
     cfg.resume = True  # the work dir's last checkpoint, if any
     cfg.load_from = None
+    # mmdet's configs name no runner: mmengine's Runner would resume with
+    # torch.load's weights_only default (torch >= 2.6), which refuses the
+    # checkpoint's message hub; CPUDDPRunner is SafeLoadingRunner on GPUs
+    cfg.setdefault('runner_type', 'CPUDDPRunner')
     # one checkpoint per epoch, only the latest kept: a killed run loses at
     # most an epoch
     cfg.default_hooks.checkpoint = dict(
@@ -548,9 +637,10 @@ def train_one(name: str, seed: int, args) -> None:
     for handler in runner.logger.handlers:
         if type(handler) is logging.StreamHandler:
             handler.setLevel(logging.WARNING)
-    if runner.rank == 0:
-        runner.register_hook(
-            record_hook(args.results, args.preset, name, seed, config))
+    # on every rank: a resumed run's missing evaluation is run by all ranks
+    runner.register_hook(
+        record_hook(args.results, args.preset, name, seed, config,
+                    run_settings(args)))
     runner.train()
 
 
@@ -583,6 +673,7 @@ def max_epochs_of(name: str, args) -> int:
 
 def run_all(args) -> None:
     """Each (seed, model) not finished in the results, in a fresh process."""
+    settings = run_settings(args)
     env = dict(os.environ)
     if args.threads:
         env['OMP_NUM_THREADS'] = str(args.threads)
@@ -590,7 +681,10 @@ def run_all(args) -> None:
         for name in args.models:
             key = (args.preset, name, seed)
             epochs = max_epochs_of(name, args)
-            if run_finished(read_results(args.results), key, epochs):
+            runs = read_results(args.results)
+            check_settings(f'{name} seed {seed}', runs.get(key, {}), None,
+                           settings, args.results)
+            if run_finished(runs, key, epochs):
                 print(f'{name} seed {seed}: finished in {args.results}, '
                       'skipped', flush=True)
                 continue
@@ -601,11 +695,18 @@ def run_all(args) -> None:
                 print(f'{name} seed {seed}: trained by another process in '
                       f'{work_dir}, skipped', flush=True)
                 continue
+            runs = read_results(args.results)  # again, holding the lock
+            if run_finished(runs, key, epochs):
+                lock.close()
+                continue
+            check_settings(f'{name} seed {seed}', runs.get(key, {}),
+                           work_dir, settings, args.results)
             print(f'{name} seed {seed}: training {epochs} epochs in '
                   f'{work_dir}', flush=True)
             launch = [sys.executable]
             if args.gpus > 1:
-                launch += ['-m', 'torch.distributed.run',
+                # --standalone: a free port, so invocations run side by side
+                launch += ['-m', 'torch.distributed.run', '--standalone',
                            f'--nproc_per_node={args.gpus}']
             # the worker holds the lock too, should this process end first
             with lock:
@@ -639,11 +740,13 @@ def main(argv=None):
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--preset', choices=list(PRESETS), default='toy')
+    parser.add_argument('--preset', choices=list(PRESETS), default='toy',
+                        help='data and budget (see above; default: toy)')
     parser.add_argument(
         '--models', nargs='+', default=None,
         help='names of the preset (default: all, headline pairs first)')
-    parser.add_argument('--seeds', nargs='+', type=int, default=[0])
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0],
+                        help='one run per seed and model (randomness.seed)')
     parser.add_argument('--val-interval', type=int, default=2,
                         help='evaluate every N epochs (and the last)')
     parser.add_argument('--epochs', type=int, default=None,
@@ -663,17 +766,20 @@ def main(argv=None):
     parser.add_argument('--threads', type=int, default=None,
                         help='torch CPU threads per run (OMP_NUM_THREADS)')
     parser.add_argument('--data-root', default=None,
-                        help="the toy preset's data (default: "
-                        'data/toy_shapes/, data/toy_shapes_large/; '
-                        'written when missing)')
-    parser.add_argument('--work-dir', default='work_dirs/convergence')
+                        help="a toy preset's data directory (default: "
+                        "the repository's data/toy_shapes/, for toy-large "
+                        'data/toy_shapes_large/; written when missing; '
+                        'coco: unused)')
+    parser.add_argument('--work-dir', default='work_dirs/convergence',
+                        help='runs in <work-dir>/<preset>/<model>_seed<N>')
     parser.add_argument(
         '--results', default='work_dirs/convergence/results.jsonl',
         help='JSON lines, appended')
     parser.add_argument('--table', default=None,
                         help='also write the results table (markdown) here')
     parser.add_argument('--plot',
-                        default='work_dirs/convergence/convergence.png')
+                        default='work_dirs/convergence/convergence.png',
+                        help="the plot of the preset's runs (png)")
     parser.add_argument('--report-only', action='store_true',
                         help='write the table and plot of the results only')
     parser.add_argument('--list', action='store_true',
@@ -681,6 +787,13 @@ def main(argv=None):
     parser.add_argument('--worker', help=argparse.SUPPRESS)
     parser.add_argument('--seed', type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for flag in ('val_interval', 'epochs', 'train_subset', 'total_batch',
+                 'threads'):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f'--{flag.replace("_", "-")} {value}: must be >= 1')
+    if args.gpus < 0:
+        parser.error(f'--gpus {args.gpus}: must be >= 0')
     models = PRESETS[args.preset]
     if args.models is None:
         args.models = list(models)

@@ -105,9 +105,9 @@ def test_a_run_is_trained_by_one_process_at_a_time(tmp_path):
     assert conv.lock_run(str(tmp_path / 'run')) is not None  # released
 
 
-def _runner(epoch, val_runs):
+def _runner(epoch, val_runs, rank=0):
     return SimpleNamespace(
-        epoch=epoch, iter=10,
+        epoch=epoch, iter=10, rank=rank, world_size=2,
         train_loop=SimpleNamespace(val_interval=2, max_epochs=4,
                                    max_iters=10),
         val_loop=SimpleNamespace(run=lambda: val_runs.append(epoch)))
@@ -131,6 +131,15 @@ def test_record_hook_counts_time_across_resume_and_reevaluates(tmp_path):
     record = json.loads(open(path).read())
     assert record['epoch'] == 2 and record['seed'] == 1
     assert record['train_seconds'] == 42.0 and record['bbox_mAP'] == 0.3
+    assert record['settings'] == {} and record['machine']['processes'] == 2
+    # rank 1 runs the missing evaluation with rank 0 (else rank 0 waits for
+    # it in collect_results) and writes nothing
+    other = conv.record_hook(path, 'toy', 'A', 1, 'c.py')
+    val_runs = []
+    other.before_train(_runner(4, val_runs, rank=1))
+    assert val_runs == [4] and other.bar is None
+    other.after_val_epoch(_runner(4, [], rank=1), {'coco/bbox_mAP': 0.5})
+    assert len(open(path).readlines()) == 1
     # present now: not again; epoch 3 is no evaluation epoch
     val_runs = []
     resumed.before_train(_runner(2, val_runs))
@@ -207,6 +216,7 @@ def test_larger_toy_presets_change_the_data_only(name, preset, tmp_path):
     moved = conv.load_config(TOY[name][0], preset,
                              _args(preset, str(tmp_path)))
     assert moved.train_dataloader.dataset.data_root == str(tmp_path) + '/'
+    assert moved.val_evaluator.ann_file == f'{tmp_path}/annotations/val.json'
     assert moved.model.backbone.init_cfg.checkpoint == (
         toy[backbone] if preset == 'toy-large' else
         f'{tmp_path}/backbone_crops.pth')
@@ -243,9 +253,39 @@ def test_equal_width_models_change_the_width_only(name):
     }
     assert all(wide[k] == 2 * toy[k] for k in changed)
     theirs = _flat(baseline.model.to_dict())
-    for key in ('neck.out_channels', 'positional_encoding.num_feats',
-                'bbox_head.embed_dims',
-                'decoder.layer_cfg.cross_attn_cfg.embed_dims'):
+    widths = {k: v for k, v in wide.items() if k.endswith('embed_dims')}
+    assert len(widths) >= 6 and set(widths.values()) == {256}, widths
+    for key in ('neck.out_channels', 'positional_encoding.num_feats'):
         assert wide[key] == theirs[key], key
     ours.model.backbone.init_cfg = None
     MODELS.build(ours.model)
+
+
+def test_a_run_goes_on_with_its_own_settings_only(tmp_path):
+    work_dir, results = str(tmp_path / 'run'), 'r.jsonl'
+    conv.check_settings('A', {}, work_dir, {'train_subset': 100}, results)
+    conv.check_settings('A', {}, work_dir, {'train_subset': 100}, results)
+    with pytest.raises(ValueError,
+                       match=r"A was started with \{'train_subset': 100\} "
+                       r'settings .*convergence_settings.json\), now none'):
+        conv.check_settings('A', {}, work_dir, {}, results)
+    # records of a run started before the work dir kept its settings
+    records = {2: _record('A', 0, 2, 0.1, 60)}
+    conv.check_settings('A', records, str(tmp_path / 'old'), {}, results)
+    with pytest.raises(ValueError, match=r'r.jsonl, epoch 2'):
+        conv.check_settings('A', records, str(tmp_path / 'new'),
+                            {'epochs': 4}, results)
+    args = SimpleNamespace(epochs=None, train_subset=100, gpus=0,
+                           total_batch=16, data_root=None)
+    assert conv.run_settings(args) == {'train_subset': 100,
+                                       'total_batch': 16}
+
+
+def test_a_toy_set_of_other_image_sizes_is_refused(tmp_path):
+    from demo.toy_shapes import generate_toy_dataset
+    paths = generate_toy_dataset(str(tmp_path), num_train=1, num_val=1,
+                                 img_size=64)
+    conv.check_toy_images(paths['val'], 64, 'toy')
+    with pytest.raises(ValueError, match=r'val.json: 64x64 images, the '
+                       r'toy-large preset expects 192x192'):
+        conv.check_toy_images(paths['val'], 192, 'toy-large')
