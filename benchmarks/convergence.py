@@ -80,11 +80,17 @@ PRESETS = {
             TOY + 'align-sam-detr-pp-256d_r18_1xb8-toy-shapes.py', 'DINO'),
         'Align-DETR': (TOY + 'align-detr-3scale_r18_1xb8-toy-shapes.py',
                        'DINO'),
-        # the 128-d toy configs of the demo, against the same baselines
+        # the 128-d toy configs, against the same baselines
         'SAM-DETR': (TOY + 'sam-detr_r18_1xb8-toy-shapes.py',
                      'ConditionalDETR'),
         'SAM-DETR++ DN': (TOY + 'sam-detr-pp-dn_r18_1xb8-toy-shapes.py',
                           'DINO'),
+        'SAM-DETR+SMCA': (TOY + 'sam-detr-smca_r18_1xb8-toy-shapes.py',
+                          'ConditionalDETR'),
+        'Align-SAM-DETR': (TOY + 'align-sam-detr_r18_1xb8-toy-shapes.py',
+                           'ConditionalDETR'),
+        'Align-SAM-DETR++': (
+            TOY + 'align-sam-detr-pp_r18_1xb8-toy-shapes.py', 'DINO'),
         'ConditionalDETR': (
             TOY + 'baselines/conditional-detr_r18_1xb8-toy-shapes.py', None),
         'DINO': (TOY + 'baselines/dino-3scale_r18_1xb8-toy-shapes.py', None),
