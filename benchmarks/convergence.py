@@ -7,7 +7,7 @@ seed) in a fresh process, evaluates COCO bbox AP (mmdet's CocoMetric) every
 ``--val-interval`` epochs and appends one JSON line per evaluation to
 ``--results``. A run resumes from its last checkpoint (one per epoch, in
 ``<work-dir>/<preset>/<model slug>_seed<seed>``, e.g.
-``sam-detr-256d_seed0``), and runs whose last evaluation is in the results
+``sam-detr-256-d_seed0``), and runs whose last evaluation is in the results
 are skipped, so a comparison can be run in parts; a run's settings
 (``--epochs``, ``--train-subset``, ``--gpus``, ``--total-batch``,
 ``--data-root``) must stay those it started with. Then it writes a table
