@@ -483,3 +483,34 @@ def test_run_killed_mid_epoch_resumes_to_the_same_weights(tmp_path,
     assert resumed['meta']['iter'] == whole['meta']['iter'] == 8
     for key, value in whole['state_dict'].items():
         assert torch.equal(resumed['state_dict'][key], value), key
+
+
+def test_cpu_ddp_runner_frees_the_ddp_wrapper_before_the_gloo_group(
+        tmp_path):
+    """After a run the DDP wrapper, whose reducer holds the gloo group and
+    its last works, is freed before the group is destroyed: left to
+    interpreter exit, gloo aborts a rank now and then ("terminate called
+    without an active exception")."""
+    import weakref
+
+    import torch.distributed as torch_dist
+    from mmengine.model import MMDistributedDataParallel
+
+    from mmdet_samdetr.engine.runner import CPUDDPRunner
+    torch_dist.init_process_group(
+        'gloo', init_method=f'file://{tmp_path}/store', rank=0, world_size=1)
+    try:
+        module = torch.nn.Linear(2, 2)
+        ddp = MMDistributedDataParallel(module=module, device_ids=None)
+        ddp(torch.ones(1, 2)).sum().backward()  # the reducer's all-reduce
+        runner = CPUDDPRunner.__new__(CPUDDPRunner)
+        runner.model, runner._owns_gloo_group = ddp, True
+        wrapper = weakref.ref(ddp)
+        del ddp
+        runner._release_gloo_group(finished=True)
+        assert runner.model is module
+        assert wrapper() is None
+        assert not torch_dist.is_initialized()
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()

@@ -2,12 +2,14 @@
 """mmengine's Runner with safe checkpoint loading, and one whose
 distributed mode also works on CPU-only machines."""
 import copy
+import gc
 import os
 from typing import Dict, Optional
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.dist import is_distributed
+from mmengine.model import is_model_wrapper
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 from torch import nn
@@ -57,10 +59,13 @@ class CPUDDPRunner(SafeLoadingRunner):
       ``torch.cuda.set_device`` and fail on CPU-only torch;
     - ``wrap_model`` builds ``MMDistributedDataParallel`` with
       ``device_ids=None``, the only value DDP accepts for CPU modules;
-    - ``train``/``val``/``test`` end with a barrier and destroy the gloo
-      group it created; left to interpreter exit, gloo's threads abort one
-      rank about one run in three ("terminate called without an active
-      exception").
+    - ``train``/``val``/``test`` end with a barrier, unwrap the model
+      (``runner.model`` becomes the bare detector; ``train`` returns it) and
+      destroy the gloo group it created. Left to interpreter exit, gloo's
+      threads abort a rank ("terminate called without an active
+      exception"): about one run in three without the destroy, rarely with
+      it while the DDP wrapper, whose reducer holds the group and its last
+      works, outlives it.
 
     Select it with ``runner_type = 'CPUDDPRunner'`` in the config (the toy
     configs do); mmdet's stock ``tools/train.py``, ``tools/test.py`` and
@@ -89,6 +94,9 @@ class CPUDDPRunner(SafeLoadingRunner):
         if getattr(self, '_owns_gloo_group', False) and is_distributed():
             if finished:
                 torch_dist.barrier()
+            if is_model_wrapper(self.model):
+                self.model = self.model.module
+                gc.collect()  # the wrapper's reducer, before the group
             torch_dist.destroy_process_group()
             self._owns_gloo_group = False
 
@@ -102,7 +110,14 @@ class CPUDDPRunner(SafeLoadingRunner):
         return result
 
     def train(self) -> nn.Module:
-        return self._run_and_release(super().train)
+
+        def run():
+            # Runner.train returns the DDP wrapper: not kept, so that
+            # _release_gloo_group can free it
+            super(CPUDDPRunner, self).train()
+
+        self._run_and_release(run)
+        return self.model
 
     def val(self) -> dict:
         return self._run_and_release(super().val)
