@@ -369,16 +369,16 @@ def _seconds_per_epoch(records: dict) -> float:
 def time_ratios(runs: dict, preset: str, pairs: dict) -> dict:
     """{run key: (s/epoch, ratio to the pair's baseline or None)}; the
     baseline's s/epoch is the mean over its runs."""
-    keys = [k for k in runs if k[0] == preset]
+    per_epoch = {k: _seconds_per_epoch(v) for k, v in runs.items()
+                 if k[0] == preset}
     speed = defaultdict(list)
-    for key in keys:
-        speed[key[1]].append(_seconds_per_epoch(runs[key]))
+    for key, seconds in per_epoch.items():
+        speed[key[1]].append(seconds)
     out = {}
-    for key in keys:
-        per_epoch = _seconds_per_epoch(runs[key])
+    for key, seconds in per_epoch.items():
         base = speed.get(pairs.get(key[1]))
-        out[key] = (per_epoch,
-                    per_epoch / (sum(base) / len(base)) if base else None)
+        out[key] = (seconds,
+                    seconds / (sum(base) / len(base)) if base else None)
     return out
 
 
@@ -583,10 +583,10 @@ def check_settings(run: str, records: dict, work_dir: Optional[str],
         ValueError: naming the run's settings, the ones given and where
             they were found.
     """
-    path = osp.join(work_dir or '', 'convergence_settings.json')
+    path = work_dir and osp.join(work_dir, 'convergence_settings.json')
     found = [(f'{results}, epoch {epoch}', rec.get('settings', {}))
              for epoch, rec in sorted(records.items())]
-    if work_dir and osp.isfile(path):
+    if path and osp.isfile(path):
         with open(path) as f:
             found.append((path, json.load(f)))
     for where, theirs in found:
@@ -595,7 +595,7 @@ def check_settings(run: str, records: dict, work_dir: Optional[str],
                 f'{run} was started with {theirs or "no"} settings '
                 f'({where}), now {settings or "none"} are given; use another '
                 '--work-dir and --results for other settings')
-    if work_dir:
+    if path:
         os.makedirs(work_dir, exist_ok=True)
         with open(path, 'w') as f:
             json.dump(settings, f, sort_keys=True)

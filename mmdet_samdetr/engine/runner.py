@@ -112,8 +112,8 @@ class CPUDDPRunner(SafeLoadingRunner):
     def train(self) -> nn.Module:
 
         def run():
-            # Runner.train returns the DDP wrapper: not kept, so that
-            # _release_gloo_group can free it
+            # Runner.train's return value, the DDP wrapper, is dropped here:
+            # _release_gloo_group frees the wrapper before the group
             super(CPUDDPRunner, self).train()
 
         self._run_and_release(run)
