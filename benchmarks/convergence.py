@@ -165,7 +165,6 @@ ARCHITECTURE = {
 for _name in ('SAM-DETR', 'SAM-DETR++ DN', 'SAM-DETR+SMCA',
               'Align-SAM-DETR', 'Align-SAM-DETR++'):
     ARCHITECTURE[f'{_name} 256-d'] = ARCHITECTURE[_name]
-_LOGGER = logging.getLogger('convergence')
 
 
 def slug(name: str) -> str:

@@ -3,7 +3,10 @@
 # ../align_detr/align-detr-4scale_r50_8xb2-12e_coco.py, nothing else
 # changed (the convergence benchmark's Align-DETR vs DINO pair,
 # docs/convergence.md).
-_base_ = './baselines/dino-3scale_r18_1xb8-toy-shapes.py'
+_base_ = [
+    './baselines/dino-3scale_r18_1xb8-toy-shapes.py',
+    '../_base_/align_sam_detr.py'
+]
 
 model = dict(
     type='AlignDETR',
@@ -12,12 +15,5 @@ model = dict(
         # k of decoder layers 1-3, then of the encoder proposals (the
         # released 2 everywhere but the last decoder layer)
         all_layers_num_gt_repeat=[2, 2, 1, 2],
-        loss_cls=dict(
-            _delete_=True,
-            type='AlignLoss',
-            form='align',
-            alpha=0.25,
-            gamma=2.0,
-            tau=1.5,
-            loss_weight=1.0)),
-    train_cfg=dict(assigner=dict(type='MixedHungarianAssigner')))
+        loss_cls=_base_.align_bbox_head.loss_cls),
+    train_cfg=dict(assigner=_base_.align_assigner))
