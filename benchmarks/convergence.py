@@ -22,9 +22,9 @@ Presets:
   configs vs mmdet's DETRs in ``configs/sam_detr_toy/baselines/``;
 - ``toy-large``: the same toy configs on a second toy set with the same
   objects (11-43 px, the square root of the box area) in four times the
-  area: 192x192 images of up to 8
-  objects, 1000 training images (about as many objects as the toy set's
-  2000), so 24x24 maps at the single-scale models' stride 8;
+  area: 192x192 images of up to 8 objects, 1000 training images (about as
+  many objects as the toy set's 2000), so 24x24 maps at the single-scale
+  models' stride 8;
 - ``toy-2x``: the same toy configs on the toy set resized to 192x192: the
   objects twice as large, 3-11 cells of the 24x24 maps;
 - every toy preset starts from the toy set's backbone checkpoint

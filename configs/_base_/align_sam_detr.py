@@ -1,6 +1,7 @@
 # Align-DETR's training targets for a SAM-DETR model: mixed one-to-k
 # matching and the Align Loss, as variables for the align-sam-detr configs
-# (`model = dict(bbox_head=_base_.align_bbox_head, ...)`).
+# (`model = dict(bbox_head=_base_.align_bbox_head, ...)`); the toy Align-DETR
+# takes its loss_cls and the assigner.
 align_bbox_head = dict(
     type='AlignSAMDETRHead',
     # k per decoder layer; None: the released configs' 2 on every layer but
