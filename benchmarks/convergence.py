@@ -165,6 +165,9 @@ ARCHITECTURE = {
 for _name in ('SAM-DETR', 'SAM-DETR++ DN', 'SAM-DETR+SMCA',
               'Align-SAM-DETR', 'Align-SAM-DETR++'):
     ARCHITECTURE[f'{_name} 256-d'] = ARCHITECTURE[_name]
+# baselines no model is paired with, drawn in the plot's row of another
+# comparison: the SAM-DETR paper compares with both single-scale DETRs
+JOINS_ROW = {'DAB-DETR': 'ConditionalDETR'}
 
 
 def slug(name: str) -> str:
@@ -410,15 +413,33 @@ def results_table(runs: dict, preset: str, pairs: dict) -> str:
     return '\n'.join(lines)
 
 
+def plot_rows(names: list, pairs: dict) -> dict:
+    """{baseline: the names drawn in its row}: each model with the baseline
+    it is paired with, a baseline in its own row or, for one of
+    ``JOINS_ROW``, in the row of the comparison it joins; without pairs,
+    one row. Rows in the order of their first name."""
+    rows = {}
+    for name in names:
+        row = (pairs.get(name) or JOINS_ROW.get(name, name)) if pairs else ''
+        rows.setdefault(row, []).append(name)
+    return rows
+
+
 def plot(runs: dict, preset: str, out_file: str, title: str = '',
-         pairs: dict = None) -> list:
-    """One figure, two panels: bbox AP vs epoch and vs training time; with
-    ``pairs``, each run's label gives its training time per epoch as a
-    ratio to its baseline's. Returns the labels of the runs."""
+         pairs: dict = None) -> dict:
+    """One figure, a row per comparison (a baseline and the models paired
+    with it, see :func:`plot_rows`), each with two panels: bbox AP vs epoch
+    and vs training time, the same AP axis in every panel. With ``pairs``,
+    each run's label gives its training time per epoch as a ratio to its
+    baseline's. Returns {baseline: the labels of its row's runs}.
+
+    Raises:
+        ValueError: no results of ``preset`` in ``runs``.
+    """
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    # the preset's order: a model keeps its colour in every plot
+    # the preset's order: a model keeps its colour in every row and plot
     order = list(PRESETS.get(preset, {}))
     names = sorted({k[1] for k in runs if k[0] == preset},
                    key=lambda n: (order.index(n) if n in order else
@@ -426,42 +447,53 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '',
     if not names:
         raise ValueError(f'no results of preset {preset!r} to plot')
     speed = time_ratios(runs, preset, pairs or {})
+    rows = plot_rows(names, pairs or {})
 
     def _ratio_label(key):
         ratio = speed[key][1]
         return '' if ratio is None else (
             f', {ratio:.2f}x {pairs[key[1]]} s/epoch')
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5), dpi=100, sharey=True,
-                             layout='constrained')
+    fig, axes = plt.subplots(
+        len(rows), 2, figsize=(13, 0.5 + 3.4 * len(rows)), dpi=100,
+        sharey=True, squeeze=False, layout='constrained')
     # tab20's dark shades first, then its light ones: no two of the first
     # ten models share a hue
     tab20 = plt.get_cmap('tab20')
     colours = [tab20(i) for i in (*range(0, 20, 2), *range(1, 20, 2))]
     styles = ['-', '--', ':', '-.']
-    for key in sorted((k for k in runs if k[0] == preset),
-                      key=lambda k: (names.index(k[1]), k[2])):
-        records = [runs[key][e] for e in sorted(runs[key])]
-        index = (order.index(key[1])
-                 if key[1] in order else names.index(key[1]))
-        kwargs = dict(
-            color=colours[index % len(colours)],
-            linestyle=styles[key[2] % len(styles)],
-            marker='os^vDP<>Xph*'[index % 12],
-            markersize=4,
-            label=f'{key[1]} (seed {key[2]}){_ratio_label(key)}')
-        ap = [r['bbox_mAP'] for r in records]
-        axes[0].plot([r['epoch'] for r in records], ap, **kwargs)
-        axes[1].plot([r['train_seconds'] / 60 for r in records], ap,
-                     **kwargs)
-    axes[0].set_xlabel('epoch')
-    axes[1].set_xlabel('training time (min, evaluation excluded)')
-    axes[0].set_ylabel('COCO bbox AP (val)')
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    # beside the panels: with many runs it would hide their points
-    handles, labels = axes[1].get_legend_handles_labels()
-    fig.legend(handles, labels, fontsize=7, loc='outside right upper')
+    labels = {}
+    for (row, row_names), (ax_epoch, ax_time) in zip(rows.items(), axes):
+        for key in sorted((k for k in runs
+                           if k[0] == preset and k[1] in row_names),
+                          key=lambda k: (names.index(k[1]), k[2])):
+            records = [runs[key][e] for e in sorted(runs[key])]
+            index = (order.index(key[1])
+                     if key[1] in order else names.index(key[1]))
+            kwargs = dict(
+                color=colours[index % len(colours)],
+                linestyle=styles[key[2] % len(styles)],
+                marker='os^vDP<>Xph*'[index % 12],
+                markersize=4,
+                label=f'{key[1]} (seed {key[2]}){_ratio_label(key)}')
+            ap = [r['bbox_mAP'] for r in records]
+            ax_epoch.plot([r['epoch'] for r in records], ap, **kwargs)
+            ax_time.plot([r['train_seconds'] / 60 for r in records], ap,
+                         **kwargs)
+        ax_epoch.set_ylabel('COCO bbox AP (val)')
+        if row:
+            baselines = [row] + [n for n in row_names
+                                 if not pairs.get(n) and n != row]
+            ax_epoch.set_title('vs ' + ', '.join(baselines), fontsize=9,
+                               loc='left')
+        for ax in (ax_epoch, ax_time):
+            ax.grid(alpha=0.3)
+        # beside the row: with many runs it would hide their points
+        handles, labels[row] = ax_time.get_legend_handles_labels()
+        ax_time.legend(handles, labels[row], fontsize=7,
+                       loc='upper left', bbox_to_anchor=(1.02, 1.0))
+    axes[-1][0].set_xlabel('epoch')
+    axes[-1][1].set_xlabel('training time (min, evaluation excluded)')
     if title:
         fig.suptitle(title, fontsize=10)
     os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)

@@ -170,12 +170,32 @@ def test_table_and_plot_of_synthetic_results(tmp_path):
     labels = conv.plot(runs, 'toy', str(out), pairs=pairs)
     assert out.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     # the time ratio next to each curve, as in the table
-    assert labels == [
+    assert labels == {'Base': [
         'Base (seed 0)', 'Ours (seed 0), 1.50x Base s/epoch',
         'Ours (seed 1), 1.70x Base s/epoch'
-    ]
+    ]}
+
+
+def test_plot_draws_a_row_per_comparison(tmp_path, monkeypatch):
+    """Each model in its baseline's row, a baseline nobody is paired with
+    in the row it joins (DAB-DETR beside Conditional DETR), else alone."""
+    monkeypatch.setattr(conv, 'JOINS_ROW', {'Solo': 'Base'})
+    pairs = {'Ours': 'Base', 'Multi': 'MBase', 'Base': None, 'Solo': None,
+             'Lone': None, 'MBase': None}
+    runs = {('toy', m, 0): {2: _record(m, 0, 2, 0.3, 10.0)}
+            for m in ('Multi', 'Lone', 'Solo', 'Ours', 'Base')}
+    assert conv.plot_rows(['Base', 'Lone', 'Multi', 'Ours', 'Solo'],
+                          pairs) == {'Base': ['Base', 'Ours', 'Solo'],
+                                     'Lone': ['Lone'], 'MBase': ['Multi']}
+    assert conv.plot_rows(['Ours', 'Base'], {}) == {'': ['Ours', 'Base']}
+    labels = conv.plot(runs, 'toy', str(tmp_path / 'p.png'), pairs=pairs)
+    # no MBase runs: no ratio in Multi's label
+    assert labels == {'Base': ['Base (seed 0)', 'Ours (seed 0), 1.00x Base '
+                               's/epoch', 'Solo (seed 0)'],
+                      'Lone': ['Lone (seed 0)'], 'MBase': ['Multi (seed 0)']}
+    assert list(conv.plot(runs, 'toy', str(tmp_path / 'q.png'))) == ['']
     with pytest.raises(ValueError, match="no results of preset 'x'"):
-        conv.plot(runs, 'x', str(out))
+        conv.plot(runs, 'x', str(tmp_path / 'x.png'))
 
 
 def _args(preset, data_root=None):
