@@ -12,8 +12,8 @@ are skipped, so a comparison can be run in parts; a run's settings
 (``--epochs``, ``--train-subset``, ``--gpus``, ``--total-batch``,
 ``--data-root``) must stay those it started with. Then it writes a table
 (AP per evaluated epoch, training seconds per epoch and their ratio to the
-pair's baseline) and one plot (AP vs epoch, AP vs training time) of the
-preset's runs in the results.
+pair's baseline) and one plot of the preset's runs in the results: a row
+per comparison, AP vs epoch and AP vs training time.
 
 Presets:
 
