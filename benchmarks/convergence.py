@@ -96,6 +96,8 @@ PRESETS = {
         'DINO': (TOY + 'baselines/dino-3scale_r18_1xb8-toy-shapes.py', None),
         'DAB-DETR': (TOY + 'baselines/dab-detr_r18_1xb8-toy-shapes.py',
                      None),
+        'DAB-DETR 256-d': (
+            TOY + 'baselines/dab-detr-256d_r18_1xb8-toy-shapes.py', None),
         'DeformableDETR': (
             TOY + 'baselines/deformable-detr_r18_1xb8-toy-shapes.py', None),
     },
@@ -163,11 +165,12 @@ ARCHITECTURE = {
     'denoising',
 }
 for _name in ('SAM-DETR', 'SAM-DETR++ DN', 'SAM-DETR+SMCA',
-              'Align-SAM-DETR', 'Align-SAM-DETR++'):
+              'Align-SAM-DETR', 'Align-SAM-DETR++', 'DAB-DETR'):
     ARCHITECTURE[f'{_name} 256-d'] = ARCHITECTURE[_name]
 # baselines no model is paired with, drawn in the plot's row of another
 # comparison: the SAM-DETR paper compares with both single-scale DETRs
-JOINS_ROW = {'DAB-DETR': 'ConditionalDETR'}
+JOINS_ROW = {'DAB-DETR': 'ConditionalDETR',
+             'DAB-DETR 256-d': 'ConditionalDETR'}
 
 
 def slug(name: str) -> str:
