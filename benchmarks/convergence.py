@@ -449,8 +449,9 @@ def plot(runs: dict, preset: str, out_file: str, title: str = '',
                                   len(order), n))
     if not names:
         raise ValueError(f'no results of preset {preset!r} to plot')
-    speed = time_ratios(runs, preset, pairs or {})
-    rows = plot_rows(names, pairs or {})
+    pairs = pairs or {}
+    speed = time_ratios(runs, preset, pairs)
+    rows = plot_rows(names, pairs)
 
     def _ratio_label(key):
         ratio = speed[key][1]
